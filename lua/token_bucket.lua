@@ -1,0 +1,89 @@
+-- token_bucket.lua: one token-bucket decision, atomically.
+--
+-- KEYS[1]  the bucket: a hash {l = level, t = last update (µs), p = units per token}
+-- ARGV[1]  rate: units added per microsecond            (integer >= 1)
+-- ARGV[2]  per:  units per token                         (integer >= 1)
+-- ARGV[3]  burst: capacity in tokens                     (integer >= 1)
+-- ARGV[4]  cost: tokens to take                          (integer, 0 <= cost <= burst)
+-- ARGV[5]  apply: 1 spends the cost when allowed, 0 only reports (Peek)
+-- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
+--
+-- Units: the Go side reduces rate/per by their gcd, so that a token is `per`
+-- units and the bucket gains `rate` units every microsecond. Every quantity is
+-- then an integer below 2^53 and exact in a Lua double; no float is stored or
+-- returned.
+--
+-- Reply: {allowed (0|1), remaining tokens, retry_after µs, reset_after µs, now µs}
+local MAX = 9007199254740991
+
+local function int_arg(i, min, max)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= v or v < min or v > max or v ~= math.floor(v) then
+    return nil
+  end
+  return v
+end
+
+local rate = int_arg(1, 1, MAX)
+local per = int_arg(2, 1, MAX)
+local burst = int_arg(3, 1, MAX)
+local cost = int_arg(4, 0, MAX)
+local apply = int_arg(5, 0, 1)
+local now = int_arg(6, 0, MAX)
+if not (rate and per and burst and cost and apply and now) then
+  return redis.error_reply('ERR ratelimit: token_bucket: invalid argument')
+end
+if burst * per > MAX or cost > burst then
+  return redis.error_reply('ERR ratelimit: token_bucket: cost or capacity out of range')
+end
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local cap = burst * per
+local level, last = cap, now
+local state = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
+local l, t, p = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+if l and t and p and p >= 1 then
+  level, last = l, t
+  if p ~= per then
+    -- The limit changed since this state was written: keep the same fraction
+    -- of a token per token. This is the only place a division may round.
+    level = math.floor(level / p * per)
+  end
+  if level > cap then level = cap end
+  if level < 0 then level = 0 end
+  if now > last then
+    local missing = cap - level
+    -- Cap the elapsed time at what refills the bucket, so elapsed * rate
+    -- cannot leave the exact range of a double.
+    if now - last >= math.ceil(missing / rate) then
+      level = cap
+    else
+      level = level + (now - last) * rate
+    end
+  end
+end
+-- If TIME went backwards (failover to a node with another clock), the bucket
+-- simply does not refill until it passes the stored time again.
+if last > now then now = last end
+
+local need = cost * per
+local allowed = 0
+if level >= need then
+  allowed = 1
+  if apply == 1 and cost > 0 then
+    level = level - need
+    local reset_ms = math.ceil((cap - level) / rate / 1000)
+    if reset_ms < 1 then reset_ms = 1 end
+    redis.call('HSET', KEYS[1], 'l', level, 't', now, 'p', per)
+    redis.call('PEXPIRE', KEYS[1], reset_ms)
+  end
+end
+
+local retry_after = 0
+if allowed == 0 then
+  retry_after = math.ceil((need - level) / rate)
+end
+return {allowed, math.floor(level / per), retry_after, math.ceil((cap - level) / rate), now}

@@ -1,0 +1,35 @@
+// Package ratelimit is a distributed rate limiter on Redis: one shared limit
+// per identity (user, API key, IP address, tenant) across any number of
+// application instances, decided by one atomic Lua script per call and timed
+// by Redis TIME, so that clock skew between instances does not matter.
+//
+// A Limiter enforces a Limit:
+//
+//	lim, err := ratelimit.New(rdb, ratelimit.PerMinute(100).WithBurst(200),
+//		ratelimit.WithNamespace("api"))
+//	res, err := lim.Allow(ctx, "user:123")
+//	if !res.Allowed {
+//		// retry after res.RetryAfter
+//	}
+//
+// A denial is a Result, not an error. Errors mean bad input (wrapping
+// ErrInvalidLimit, ErrInvalidCost, ErrInvalidIdentity, ErrInvalidOption...)
+// or a Redis failure (*BackendError, wrapping ErrBackend), in which case the
+// FailStrategy (FailOpen by default, or FailClosed) has decided the Result.
+//
+// # Keys
+//
+// State lives under <namespace>:<algorithm>:{<hex sha256(identity)>}, or an
+// HMAC-SHA-256 with WithIdentityKey. The raw identity never reaches Redis,
+// logs or metrics. The braces are a Redis Cluster hash tag: one identity's
+// keys share a slot, and identities spread over all shards. Keys carry a TTL
+// and vanish once an identity has been idle long enough to be back at a full
+// burst.
+//
+// # Observability
+//
+// Every decision is an Event published synchronously on the limiter's Bus;
+// the subpackages of telemetry turn events into logs (slog), Prometheus
+// metrics and OpenTelemetry spans. This package imports neither Prometheus
+// nor OpenTelemetry.
+package ratelimit

@@ -1,0 +1,140 @@
+package ratelimit
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Event describes one decision. Every call of Allow, AllowN (and each attempt
+// of Wait) publishes exactly one Event, whether Redis or the fail strategy
+// decided; bad input, rejected before any decision, publishes none.
+//
+// Event is passed by value and holds no raw identity: Key is the Redis key,
+// built from a hash of the identity. It is safe to retain.
+type Event struct {
+	// Namespace is the limiter's namespace (see WithNamespace).
+	Namespace string
+	// Algorithm is the limiter's algorithm.
+	Algorithm Algorithm
+	// Key is the Redis key decided on: namespace, algorithm and the hex
+	// SHA-256 (or HMAC) of the identity. Fit for logs, never for a metric
+	// label (it is unbounded).
+	Key string
+	// Cost is the cost asked for.
+	Cost int64
+	// Result is what the caller got.
+	Result Result
+	// Start is when the Redis call began and Duration how long it took
+	// (the round trip, including a NOSCRIPT reload). Both are zero when
+	// no subscriber was registered at the time of the call.
+	Start    time.Time
+	Duration time.Duration
+	// Err is the backend error (a *BackendError) when Redis failed, else
+	// nil. Result.Reason then says which fail strategy decided.
+	Err error
+	// ServerAddr is the Redis "host:port" for a single-node client, "" when
+	// unknown (Cluster, Ring, Sentinel).
+	ServerAddr string
+}
+
+// A Subscriber receives every decision published on a Bus.
+//
+// OnDecision is called synchronously, on the goroutine that made the
+// decision, before Allow returns: it must be fast and must not block (wrap a
+// slow sink in telemetry.Async). ctx is the caller's context, for its values
+// (the span to parent a child span on, a trace id to log); it may already be
+// canceled, and a subscriber must record the event anyway. A subscriber must
+// not call the limiter that published the event.
+type Subscriber interface {
+	OnDecision(ctx context.Context, e Event)
+}
+
+// SubscriberFunc adapts a function to a Subscriber.
+type SubscriberFunc func(ctx context.Context, e Event)
+
+// OnDecision calls f(ctx, e).
+func (f SubscriberFunc) OnDecision(ctx context.Context, e Event) { f(ctx, e) }
+
+// Bus fans every published Event out to its subscribers, synchronously and in
+// registration order. Publishing takes one atomic load and no allocation; the
+// subscriber list is copied on write, so subscribing and unsubscribing are
+// safe at any time, including from a subscriber during a publish (which then
+// completes on the old list).
+//
+// The zero Bus is ready to use and has no subscribers. A Bus is safe for
+// concurrent use.
+type Bus struct {
+	mu   sync.Mutex // serialises writers only
+	subs atomic.Pointer[[]*subscription]
+}
+
+// subscription gives each Subscribe call its own identity: comparing the
+// Subscriber interfaces themselves would panic for a SubscriberFunc.
+type subscription struct{ s Subscriber }
+
+// NewBus returns an empty Bus.
+func NewBus() *Bus { return new(Bus) }
+
+// Subscribe adds s to the bus and returns a function that removes it again.
+// The returned function is idempotent. Subscribing the same Subscriber twice
+// delivers every event to it twice. A nil s is ignored.
+func (b *Bus) Subscribe(s Subscriber) (unsubscribe func()) {
+	if s == nil {
+		return func() {}
+	}
+	entry := &subscription{s: s}
+	b.mu.Lock()
+	var next []*subscription
+	if cur := b.subs.Load(); cur != nil {
+		next = slices.Clone(*cur)
+	}
+	next = append(next, entry)
+	b.subs.Store(&next)
+	b.mu.Unlock()
+
+	var once sync.Once
+	return func() { once.Do(func() { b.remove(entry) }) }
+}
+
+func (b *Bus) remove(entry *subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.subs.Load()
+	if cur == nil {
+		return
+	}
+	next := slices.DeleteFunc(slices.Clone(*cur), func(e *subscription) bool { return e == entry })
+	if len(next) == 0 {
+		b.subs.Store(nil)
+		return
+	}
+	b.subs.Store(&next)
+}
+
+// Enabled reports whether the bus has at least one subscriber. The limiter
+// skips timing a call when it has none.
+func (b *Bus) Enabled() bool { return b.subs.Load() != nil }
+
+// Len returns the number of subscriptions.
+func (b *Bus) Len() int {
+	if cur := b.subs.Load(); cur != nil {
+		return len(*cur)
+	}
+	return 0
+}
+
+// Publish delivers e to every subscriber in registration order. Limiters call
+// it for their decisions; it is exported so that tests and adapters can
+// replay events.
+func (b *Bus) Publish(ctx context.Context, e Event) {
+	cur := b.subs.Load()
+	if cur == nil {
+		return
+	}
+	for _, s := range *cur {
+		s.s.OnDecision(ctx, e)
+	}
+}

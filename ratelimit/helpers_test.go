@@ -1,0 +1,120 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
+)
+
+// withClock replaces Redis TIME with now, so that behaviour tables can move
+// time on a real redis-server too. Production code never passes a clock.
+func withClock(now func() time.Time) Option {
+	return optionFunc(func(c *config) error { c.now = now; return nil })
+}
+
+// backend is one Redis to run a behaviour table on, with a clock the test
+// moves.
+type backend struct {
+	name    string
+	client  redis.UniversalClient
+	opts    []Option              // options that bind the limiter to the clock
+	advance func(d time.Duration) // moves the clock (and, on miniredis, TTLs)
+	exists  func(key string) bool
+}
+
+var base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// miniBackend is miniredis driven through Redis TIME: SetTime moves TIME and
+// FastForward moves TTLs (miniredis keeps the two apart).
+func miniBackend(t *testing.T) backend {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	now := base
+	mr.SetTime(now)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return backend{
+		name:   "miniredis",
+		client: c,
+		advance: func(d time.Duration) {
+			now = now.Add(d)
+			mr.SetTime(now)
+			mr.FastForward(d)
+		},
+		exists: func(key string) bool { return mr.Exists(key) },
+	}
+}
+
+// realBackend is a real redis-server with the script's clock argument:
+// arithmetic is checked exactly on real Redis while TTLs run on real time, so
+// tables there use long periods.
+func realBackend(t *testing.T) backend {
+	t.Helper()
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	var mu sync.Mutex
+	now := base
+	return backend{
+		name:   "redis",
+		client: c,
+		opts: []Option{withClock(func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		})},
+		advance: func(d time.Duration) {
+			mu.Lock()
+			now = now.Add(d)
+			mu.Unlock()
+		},
+		exists: func(key string) bool {
+			n, err := c.Exists(context.Background(), key).Result()
+			if err != nil {
+				t.Fatalf("EXISTS: %v", err)
+			}
+			return n == 1
+		},
+	}
+}
+
+func backends(t *testing.T) []backend {
+	return []backend{miniBackend(t), realBackend(t)}
+}
+
+// recorder is a Subscriber that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) OnDecision(_ context.Context, e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+func (r *recorder) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+func mustNew(t testing.TB, c redis.UniversalClient, lim Limit, opts ...Option) *Limiter {
+	t.Helper()
+	l, err := New(c, lim, opts...)
+	if err != nil {
+		t.Fatalf("New(%v): %v", lim, err)
+	}
+	return l
+}
+
+func redistestStart(t *testing.T, extra ...string) *redistest.Server {
+	t.Helper()
+	return redistest.Start(t, extra...)
+}

@@ -1,0 +1,35 @@
+package ratelimit
+
+import "context"
+
+// Hooks is a Subscriber made of three optional callbacks, the counterpart of
+// the seed library's on_allow, on_block and on_error. Nil fields are
+// skipped. Subscribe it like any other Subscriber:
+//
+//	ratelimit.WithSubscribers(ratelimit.Hooks{OnBlock: func(ctx context.Context, e ratelimit.Event) { ... }})
+type Hooks struct {
+	// OnAllow is called for every allowed decision, including those
+	// allowed by FailOpen (after OnError).
+	OnAllow func(ctx context.Context, e Event)
+	// OnBlock is called for every denied decision, including those denied
+	// by FailClosed (after OnError).
+	OnBlock func(ctx context.Context, e Event)
+	// OnError is called when Redis failed; e.Err holds the *BackendError.
+	OnError func(ctx context.Context, e Event)
+}
+
+// OnDecision implements Subscriber.
+func (h Hooks) OnDecision(ctx context.Context, e Event) {
+	if e.Err != nil && h.OnError != nil {
+		h.OnError(ctx, e)
+	}
+	if e.Result.Allowed {
+		if h.OnAllow != nil {
+			h.OnAllow(ctx, e)
+		}
+	} else if h.OnBlock != nil {
+		h.OnBlock(ctx, e)
+	}
+}
+
+var _ Subscriber = Hooks{}

@@ -1,0 +1,355 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Limiter enforces one Limit per identity, shared by every process that uses
+// the same Redis, namespace and algorithm. Each decision is one atomic Lua
+// script on Redis, timed by Redis TIME, and is published on the limiter's
+// Bus.
+//
+// Use Allow for one unit, AllowN for a weighted cost (LLM tokens, bytes, GPU
+// units), Wait to block until a cost fits, Peek to read the state without
+// spending, and Reset to forget an identity.
+//
+// A Limiter is safe for concurrent use. Create it once with New and share it;
+// its configuration cannot change afterwards.
+type Limiter struct {
+	client redis.UniversalClient
+	owned  bool // created by NewFromURL: Close closes the client
+	cfg    config
+	limit  Limit
+	units  units
+	keys   *keyer
+	bus    *Bus
+	script *redis.Script
+	// direct is true when the client honours context deadlines on its
+	// socket I/O (ContextTimeoutEnabled). Otherwise a call runs on its own
+	// goroutine so that the caller can still leave on time.
+	direct bool
+	server string
+	// Script arguments that never change, boxed once.
+	argRate, argPer, argBurst any
+}
+
+// New returns a Limiter enforcing limit on Redis through client: a
+// *redis.Client, *redis.ClusterClient, *redis.Ring, or a failover (Sentinel)
+// client. The client stays the caller's: Close does not close it.
+//
+// For the backend timeout (WithTimeout) to cut a call to a stalled Redis
+// short, the client should be created with ContextTimeoutEnabled: true; when
+// it is not, each call runs on a goroutine of its own so that the caller
+// still returns on time (the goroutine ends at the client's ReadTimeout).
+func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, error) {
+	if client == nil {
+		return nil, ErrNilClient
+	}
+	u, err := limit.units()
+	if err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	bus := cfg.bus
+	if bus == nil {
+		bus = NewBus()
+	}
+	for _, s := range cfg.subs {
+		bus.Subscribe(s)
+	}
+	l := &Limiter{
+		client:   client,
+		cfg:      cfg,
+		limit:    limit,
+		units:    u,
+		keys:     newKeyer(cfg.namespace, cfg.algorithm, cfg.secret),
+		bus:      bus,
+		script:   cfg.algorithm.script(),
+		argRate:  u.rate,
+		argPer:   u.per,
+		argBurst: u.capacity,
+	}
+	l.direct, l.server = inspectClient(client)
+	return l, nil
+}
+
+// NewFromURL connects to the Redis at rawURL (redis://[user:password@]host:port/db,
+// rediss:// for TLS, unix:///path.sock) and returns a Limiter on it. The
+// client is created with ContextTimeoutEnabled, and Close closes it. An
+// unparsable URL gives an error wrapping ErrInvalidURL; the message never
+// repeats the URL, which may hold a password.
+func NewFromURL(rawURL string, limit Limit, opts ...Option) (*Limiter, error) {
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidURL, err)
+	}
+	o.ContextTimeoutEnabled = true
+	client := redis.NewClient(o)
+	l, err := New(client, limit, opts...)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	l.owned = true
+	return l, nil
+}
+
+// inspectClient reports whether c applies context deadlines to its I/O, and
+// the server address when there is a single one.
+func inspectClient(c redis.UniversalClient) (direct bool, server string) {
+	switch c := c.(type) {
+	case *redis.Client:
+		o := c.Options()
+		return o.ContextTimeoutEnabled, o.Addr
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled, ""
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled, ""
+	}
+	return false, ""
+}
+
+// Close closes the Redis client if NewFromURL created it, and does nothing
+// otherwise.
+func (l *Limiter) Close() error {
+	if l.owned {
+		return l.client.Close()
+	}
+	return nil
+}
+
+// Limit returns the limit the Limiter enforces.
+func (l *Limiter) Limit() Limit { return l.limit }
+
+// Namespace returns the limiter's namespace.
+func (l *Limiter) Namespace() string { return l.cfg.namespace }
+
+// Algorithm returns the limiter's algorithm.
+func (l *Limiter) Algorithm() Algorithm { return l.cfg.algorithm }
+
+// FailStrategy returns what the limiter decides when Redis fails.
+func (l *Limiter) FailStrategy() FailStrategy { return l.cfg.fail }
+
+// Bus returns the bus the limiter publishes its decisions on.
+func (l *Limiter) Bus() *Bus { return l.bus }
+
+// Subscribe is shorthand for l.Bus().Subscribe(s).
+func (l *Limiter) Subscribe(s Subscriber) (unsubscribe func()) { return l.bus.Subscribe(s) }
+
+// Key returns the Redis key that holds identity's state, for operators and
+// tests. It is the hashed form; the identity itself is never stored.
+func (l *Limiter) Key(identity string) (string, error) { return l.keys.key(identity) }
+
+// Allow is shorthand for AllowN(ctx, identity, 1).
+func (l *Limiter) Allow(ctx context.Context, identity string) (Result, error) {
+	return l.AllowN(ctx, identity, 1)
+}
+
+// AllowN reports whether identity may spend cost now, and spends it if so.
+// A denied call spends nothing.
+//
+// The error is nil for every decision Redis made, allowed or not. It wraps
+// ErrInvalidCost or ErrInvalidIdentity for bad input (then nothing is
+// decided, nothing published, and the Result is zero), and is a
+// *BackendError when Redis failed: the Result is then the one the
+// FailStrategy chose, and the decision is published with the error.
+//
+// A cost of 0 spends nothing and is always allowed; it returns the current
+// state like Peek, but is published as a decision.
+func (l *Limiter) AllowN(ctx context.Context, identity string, cost int64) (Result, error) {
+	if err := l.checkCost(cost); err != nil {
+		return Result{}, err
+	}
+	key, err := l.keys.key(identity)
+	if err != nil {
+		return Result{}, err
+	}
+	return l.decide(ctx, key, cost, true)
+}
+
+// Peek returns what Allow would decide now, without spending anything and
+// without publishing an event. On a backend failure the Result is the fail
+// strategy's, as for AllowN.
+func (l *Limiter) Peek(ctx context.Context, identity string) (Result, error) {
+	key, err := l.keys.key(identity)
+	if err != nil {
+		return Result{}, err
+	}
+	return l.decide(ctx, key, 1, false)
+}
+
+// Reset forgets identity's state: its next call starts with a full burst.
+func (l *Limiter) Reset(ctx context.Context, identity string) error {
+	key, err := l.keys.key(identity)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	defer cancel()
+	if err := l.client.Del(ctx, key).Err(); err != nil {
+		return newBackendError(err)
+	}
+	return nil
+}
+
+// Wait blocks until identity may spend cost, spends it and returns the
+// allowing Result, or returns early:
+//   - with an error wrapping ErrInvalidCost at once, for a cost above the
+//     burst (it could never be allowed);
+//   - with ErrWouldExceedDeadline at once, when ctx's deadline comes before
+//     the cost could be allowed;
+//   - with ctx's error when ctx ends while waiting;
+//   - with the *BackendError when Redis fails (the Result, allowed or not,
+//     is the fail strategy's).
+//
+// Each attempt is a decision and is published.
+func (l *Limiter) Wait(ctx context.Context, identity string, cost int64) (Result, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		res, err := l.AllowN(ctx, identity, cost)
+		if err != nil || res.Allowed {
+			return res, err
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < res.RetryAfter {
+			return res, fmt.Errorf("%w: cost %d needs %v more", ErrWouldExceedDeadline, cost, res.RetryAfter)
+		}
+		if timer == nil {
+			timer = time.NewTimer(res.RetryAfter)
+		} else {
+			timer.Reset(res.RetryAfter)
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("ratelimit: wait: %w", context.Cause(ctx))
+		case <-timer.C:
+		}
+	}
+}
+
+func (l *Limiter) checkCost(cost int64) error {
+	if cost < 0 {
+		return fmt.Errorf("%w: cost %d is negative", ErrInvalidCost, cost)
+	}
+	if cost > l.units.capacity {
+		return fmt.Errorf("%w: cost %d is above the burst %d and could never be allowed", ErrInvalidCost, cost, l.units.capacity)
+	}
+	return nil
+}
+
+// decide runs one decision for key. apply false makes it a dry run (Peek),
+// which is not published.
+func (l *Limiter) decide(ctx context.Context, key string, cost int64, apply bool) (Result, error) {
+	publish := apply && l.bus.Enabled()
+	var start time.Time
+	if publish {
+		start = time.Now()
+	}
+	res, err := l.eval(ctx, key, cost, apply)
+	if err != nil {
+		res = l.failResult()
+	}
+	if publish {
+		ev := Event{
+			Namespace:  l.cfg.namespace,
+			Algorithm:  l.cfg.algorithm,
+			Key:        key,
+			Cost:       cost,
+			Result:     res,
+			Start:      start,
+			Duration:   time.Since(start),
+			ServerAddr: l.server,
+		}
+		if err != nil { // keep a nil *BackendError out of the interface
+			ev.Err = err
+		}
+		l.bus.Publish(ctx, ev)
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (l *Limiter) failResult() Result {
+	if l.cfg.fail == FailClosed {
+		return Result{Allowed: false, Reason: ReasonFailClosed, Limit: l.limit}
+	}
+	return Result{Allowed: true, Reason: ReasonFailOpen, Limit: l.limit}
+}
+
+// eval runs the script with the backend timeout, on the caller's goroutine
+// when the client honours deadlines, else on one of its own.
+func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) (Result, *BackendError) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	defer cancel()
+	var (
+		reply []int64
+		err   error
+	)
+	if l.direct {
+		reply, err = l.run(ctx, key, cost, apply)
+	} else {
+		reply, err = l.runGuarded(ctx, key, cost, apply)
+	}
+	if err != nil {
+		return Result{}, newBackendError(err)
+	}
+	if len(reply) != 5 {
+		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
+	}
+	return Result{
+		Allowed:    reply[0] == 1,
+		Reason:     ReasonQuota,
+		Limit:      l.limit,
+		Remaining:  reply[1],
+		RetryAfter: durationUS(reply[2]),
+		ResetAfter: durationUS(reply[3]),
+	}, nil
+}
+
+func (l *Limiter) run(ctx context.Context, key string, cost int64, apply bool) ([]int64, error) {
+	applyArg, nowArg := 0, int64(0)
+	if apply {
+		applyArg = 1
+	}
+	if l.cfg.now != nil {
+		nowArg = l.cfg.now().UnixMicro()
+	}
+	return l.script.Run(ctx, l.client, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg).Int64Slice()
+}
+
+type runReply struct {
+	reply []int64
+	err   error
+}
+
+func (l *Limiter) runGuarded(ctx context.Context, key string, cost int64, apply bool) ([]int64, error) {
+	done := make(chan runReply, 1)
+	go func() {
+		reply, err := l.run(ctx, key, cost, apply)
+		done <- runReply{reply, err}
+	}()
+	select {
+	case r := <-done:
+		return r.reply, r.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
