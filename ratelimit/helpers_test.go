@@ -118,3 +118,8 @@ func redistestStart(t *testing.T, extra ...string) *redistest.Server {
 	t.Helper()
 	return redistest.Start(t, extra...)
 }
+
+func redistestStartB(b *testing.B, extra ...string) *redistest.Server {
+	b.Helper()
+	return redistest.Start(b, extra...)
+}

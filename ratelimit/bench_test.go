@@ -1,0 +1,87 @@
+package ratelimit
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// BenchmarkAllow measures one decision on a real redis-server: a round trip
+// on loopback plus the script. Keys rotate over 1000 identities.
+func BenchmarkAllow(b *testing.B) {
+	srv := redistestStartB(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { _ = c.Close() })
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = "user:" + strconv.Itoa(i)
+	}
+	ctx := context.Background()
+	run := func(b *testing.B, l *Limiter) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := l.Allow(ctx, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("serial", func(b *testing.B) { run(b, mustNew(b, c, PerSecond(1e6))) })
+	b.Run("serial-hmac", func(b *testing.B) {
+		run(b, mustNew(b, c, PerSecond(1e6), WithIdentityKey([]byte("0123456789abcdef"))))
+	})
+	b.Run("parallel", func(b *testing.B) {
+		l := mustNew(b, c, PerSecond(1e6))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := l.Allow(ctx, ids[i%len(ids)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	})
+}
+
+// BenchmarkKey measures hashing an identity into its Redis key.
+func BenchmarkKey(b *testing.B) {
+	for _, secret := range [][]byte{nil, []byte("0123456789abcdef")} {
+		name := "sha256"
+		if secret != nil {
+			name = "hmac"
+		}
+		b.Run(name, func(b *testing.B) {
+			k := newKeyer("ns", TokenBucket, secret)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := k.key("user:alice@example.com"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBusPublish measures fanning one Event out to 0, 1 and 3 cheap
+// subscribers.
+func BenchmarkBusPublish(b *testing.B) {
+	ev := Event{Namespace: "ns", Key: "ns:token_bucket:{x}", Cost: 1, Result: Result{Allowed: true}}
+	ctx := context.Background()
+	for _, n := range []int{0, 1, 3} {
+		b.Run(strconv.Itoa(n)+"-subscribers", func(b *testing.B) {
+			var bus Bus
+			var sink int64
+			for range n {
+				bus.Subscribe(SubscriberFunc(func(_ context.Context, e Event) { sink += e.Cost }))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				bus.Publish(ctx, ev)
+			}
+			_ = sink
+		})
+	}
+}

@@ -1,0 +1,105 @@
+package telemetry
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// AsyncSubscriber delivers events to a slow subscriber on a goroutine of its
+// own, through a bounded queue. When the queue is full an event is dropped,
+// not waited for: a slow log sink must never slow down rate limiting. Drops
+// are counted (Dropped) and can be passed to a subscriber of their own (see
+// WithDropped), e.g. to export them as a metric.
+//
+// Create one with Async; call Close to drain it and stop its goroutine.
+type AsyncSubscriber struct {
+	next    ratelimit.Subscriber
+	onDrop  ratelimit.Subscriber
+	queue   chan queued
+	done    chan struct{}
+	mu      sync.RWMutex // write-locked only by Close, to close the queue safely
+	closed  bool
+	dropped atomic.Uint64
+}
+
+type queued struct {
+	ctx context.Context
+	e   ratelimit.Event
+}
+
+// AsyncOption configures Async.
+type AsyncOption func(*AsyncSubscriber)
+
+// WithDropped passes every dropped event to s, synchronously, on the
+// publishing goroutine; s must be cheap (a counter).
+func WithDropped(s ratelimit.Subscriber) AsyncOption {
+	return func(a *AsyncSubscriber) { a.onDrop = s }
+}
+
+// Async starts a goroutine that delivers events to sub in order, with a
+// queue of size events (at least 1). The ctx sub receives is the caller's,
+// possibly canceled by then; sub must not rely on it being live.
+func Async(sub ratelimit.Subscriber, size int, opts ...AsyncOption) *AsyncSubscriber {
+	if size < 1 {
+		size = 1
+	}
+	a := &AsyncSubscriber{next: sub, queue: make(chan queued, size), done: make(chan struct{})}
+	for _, o := range opts {
+		o(a)
+	}
+	go a.run()
+	return a
+}
+
+func (a *AsyncSubscriber) run() {
+	defer close(a.done)
+	for q := range a.queue {
+		a.next.OnDecision(q.ctx, q.e)
+	}
+}
+
+// OnDecision queues e, or drops it when the queue is full or the subscriber
+// is closed.
+func (a *AsyncSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
+	a.mu.RLock()
+	if !a.closed {
+		select {
+		case a.queue <- queued{ctx, e}:
+			a.mu.RUnlock()
+			return
+		default:
+		}
+	}
+	a.mu.RUnlock()
+	a.dropped.Add(1)
+	if a.onDrop != nil {
+		a.onDrop.OnDecision(ctx, e)
+	}
+}
+
+// Dropped returns the number of events dropped so far.
+func (a *AsyncSubscriber) Dropped() uint64 { return a.dropped.Load() }
+
+// Close stops accepting events (later ones count as dropped), delivers
+// those already queued, and waits for that to finish or for ctx to end,
+// whichever comes first. It returns ctx's error in the latter case (the
+// goroutine still finishes the queue). Close is idempotent.
+func (a *AsyncSubscriber) Close(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.closed {
+		a.closed = true
+		close(a.queue)
+	}
+	a.mu.Unlock()
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var _ ratelimit.Subscriber = (*AsyncSubscriber)(nil)

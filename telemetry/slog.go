@@ -1,0 +1,119 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	slogmulti "github.com/samber/slog-multi"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// Log messages, one per kind of decision, so that log queries can match on
+// them.
+const (
+	MsgAllowed = "ratelimit allowed"
+	MsgBlocked = "ratelimit blocked"
+	MsgBackend = "ratelimit backend error"
+)
+
+// Levels are the slog levels Slog logs each kind of decision at.
+type Levels struct {
+	// Allowed is for decisions Redis allowed (default Debug).
+	Allowed slog.Level
+	// Blocked is for decisions Redis denied (default Info).
+	Blocked slog.Level
+	// FailOpen is for Redis failures the call was allowed through (default
+	// Warn): limiting is off while they last.
+	FailOpen slog.Level
+	// FailClosed is for Redis failures the call was denied on (default
+	// Error): callers are being refused because of the backend.
+	FailClosed slog.Level
+}
+
+// DefaultLevels are the levels Slog uses unless WithLevels is given.
+var DefaultLevels = Levels{Allowed: slog.LevelDebug, Blocked: slog.LevelInfo, FailOpen: slog.LevelWarn, FailClosed: slog.LevelError}
+
+// SlogOption configures Slog.
+type SlogOption func(*slogSubscriber)
+
+// WithLevels sets the level of each kind of decision.
+func WithLevels(l Levels) SlogOption { return func(s *slogSubscriber) { s.levels = l } }
+
+type slogSubscriber struct {
+	logger *slog.Logger
+	levels Levels
+}
+
+// Slog returns a Subscriber that logs every decision to logger, at the
+// level of its kind (see Levels), with these attributes: namespace,
+// algorithm, key (the hashed Redis key, never the identity), cost,
+// allowed, reason, remaining, retry_after, duration, and for backend
+// failures error and error_type. The logger's handler receives the caller's
+// context, so a trace-aware handler can add trace and span ids.
+//
+// Whether the level is enabled is checked first: a decision at a disabled
+// level costs one call to the handler's Enabled and no allocation. A nil
+// logger means slog.Default().
+func Slog(logger *slog.Logger, opts ...SlogOption) ratelimit.Subscriber {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &slogSubscriber{logger: logger, levels: DefaultLevels}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// SlogTo returns Slog over several handlers at once, combined with
+// slog-multi's Fanout: each handler keeps its own level and format, e.g.
+// JSON of every decision to a file and warnings in text to stderr. To send
+// decisions to different handlers by level or attribute, build the handler
+// with slogmulti.Router and pass it to Slog (see the package example).
+func SlogTo(handlers []slog.Handler, opts ...SlogOption) ratelimit.Subscriber {
+	return Slog(slog.New(slogmulti.Fanout(handlers...)), opts...)
+}
+
+func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
+	level, msg := s.levels.Allowed, MsgAllowed
+	switch {
+	case e.Err != nil && e.Result.Allowed:
+		level, msg = s.levels.FailOpen, MsgBackend
+	case e.Err != nil:
+		level, msg = s.levels.FailClosed, MsgBackend
+	case !e.Result.Allowed:
+		level, msg = s.levels.Blocked, MsgBlocked
+	}
+	if !s.logger.Enabled(ctx, level) {
+		return
+	}
+	attrs := [12]slog.Attr{
+		slog.String("namespace", e.Namespace),
+		slog.String("algorithm", e.Algorithm.String()),
+		slog.String("key", e.Key),
+		slog.Int64("cost", e.Cost),
+		slog.Bool("allowed", e.Result.Allowed),
+		slog.String("reason", e.Result.Reason.String()),
+		slog.Int64("remaining", e.Result.Remaining),
+		slog.Duration("retry_after", e.Result.RetryAfter),
+		slog.Duration("duration", e.Duration),
+	}
+	n := 9
+	if e.Err != nil {
+		attrs[n] = slog.String("error", e.Err.Error())
+		attrs[n+1] = slog.String("error_type", errorType(e.Err))
+		n += 2
+	}
+	s.logger.LogAttrs(ctx, level, msg, attrs[:n]...)
+}
+
+// errorType returns the bounded error type of a backend error.
+func errorType(err error) string {
+	var t interface{ ErrorType() string }
+	if errors.As(err, &t) {
+		return t.ErrorType()
+	}
+	return "other"
+}
