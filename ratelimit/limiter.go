@@ -294,22 +294,18 @@ func (l *Limiter) failResult() Result {
 	return Result{Allowed: true, Reason: ReasonFailOpen, Limit: l.limit}
 }
 
-// eval runs the script with the backend timeout, on the caller's goroutine
-// when the client honours deadlines, else on one of its own.
+// eval runs one token-bucket decision for key and decodes the reply.
 func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) (Result, *BackendError) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
-	defer cancel()
-	var (
-		reply []int64
-		err   error
-	)
-	if l.direct {
-		reply, err = l.run(ctx, key, cost, apply)
-	} else {
-		reply, err = l.runGuarded(ctx, key, cost, apply)
+	applyArg, nowArg := 0, int64(0)
+	if apply {
+		applyArg = 1
 	}
+	if l.cfg.now != nil {
+		nowArg = l.cfg.now().UnixMicro()
+	}
+	reply, err := l.exec(ctx, l.script, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg)
 	if err != nil {
-		return Result{}, newBackendError(err)
+		return Result{}, err
 	}
 	if len(reply) != 5 {
 		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
@@ -322,34 +318,4 @@ func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) 
 		RetryAfter: durationUS(reply[2]),
 		ResetAfter: durationUS(reply[3]),
 	}, nil
-}
-
-func (l *Limiter) run(ctx context.Context, key string, cost int64, apply bool) ([]int64, error) {
-	applyArg, nowArg := 0, int64(0)
-	if apply {
-		applyArg = 1
-	}
-	if l.cfg.now != nil {
-		nowArg = l.cfg.now().UnixMicro()
-	}
-	return l.script.Run(ctx, l.client, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg).Int64Slice()
-}
-
-type runReply struct {
-	reply []int64
-	err   error
-}
-
-func (l *Limiter) runGuarded(ctx context.Context, key string, cost int64, apply bool) ([]int64, error) {
-	done := make(chan runReply, 1)
-	go func() {
-		reply, err := l.run(ctx, key, cost, apply)
-		done <- runReply{reply, err}
-	}()
-	select {
-	case r := <-done:
-		return r.reply, r.err
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
 }
