@@ -1,0 +1,57 @@
+package otel
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// discard is a SpanExporter that drops every span.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkOnDecision measures one event: span (always sampled, through a
+// batch processor to a discarding exporter) plus metrics on a manual
+// reader; with sampling off (ParentBased(NeverSample)); and with noop
+// providers.
+func BenchmarkOnDecision(b *testing.B) {
+	ev := ratelimit.Event{Namespace: "api", Cost: 1, ServerAddr: "127.0.0.1:6379",
+		Result: ratelimit.Result{Allowed: true, Remaining: 9}, Start: time.Unix(1, 0), Duration: 40 * time.Microsecond}
+	for _, bc := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+	}{
+		{"sampled", sdktrace.AlwaysSample()},
+		{"not-sampled", sdktrace.ParentBased(sdktrace.NeverSample())},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(bc.sampler), sdktrace.WithBatcher(discard{}))
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+			defer tp.Shutdown(context.Background())
+			defer mp.Shutdown(context.Background())
+			sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp))
+			ctx := context.Background()
+			sub.OnDecision(ctx, ev)
+			b.ReportAllocs()
+			for b.Loop() {
+				sub.OnDecision(ctx, ev)
+			}
+		})
+	}
+	b.Run("noop", func(b *testing.B) {
+		sub := NewSubscriber(WithTracerProvider(trace.NewNoopTracerProvider()))
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			sub.OnDecision(ctx, ev)
+		}
+	})
+}

@@ -1,0 +1,382 @@
+package otel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// ScopeName is the instrumentation scope of the tracer and the meter: this
+// package's import path.
+const ScopeName = "github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
+
+// Attribute keys of the spans and metrics.
+const (
+	NamespaceKey  = attribute.Key("ratelimit.namespace")
+	AlgorithmKey  = attribute.Key("ratelimit.algorithm")
+	DecisionKey   = attribute.Key("ratelimit.decision")
+	ReasonKey     = attribute.Key("ratelimit.reason")
+	CostKey       = attribute.Key("ratelimit.cost")
+	RemainingKey  = attribute.Key("ratelimit.remaining")
+	RetryAfterKey = attribute.Key("ratelimit.retry_after")
+)
+
+// Values of DecisionKey.
+const (
+	Allowed = "allowed"
+	Blocked = "blocked"
+)
+
+// Metric names. Like the attribute keys, they are part of the package's
+// API and do not change.
+const (
+	DecisionsMetric = "ratelimit.decisions"
+	CostMetric      = "ratelimit.cost"
+	DurationMetric  = "ratelimit.backend.duration"
+)
+
+// DurationBuckets are the bucket boundaries advised for DurationMetric, in
+// seconds: the same as the prom package's classic buckets.
+var DurationBuckets = []float64{
+	0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+}
+
+// An Option configures NewSubscriber.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	tp trace.TracerProvider
+	mp metric.MeterProvider
+}
+
+// WithTracerProvider sets the TracerProvider spans are created with
+// (default: the global one, otel.GetTracerProvider). A nil tp is ignored.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) {
+		if tp != nil {
+			c.tp = tp
+		}
+	})
+}
+
+// WithMeterProvider sets the MeterProvider metrics are recorded with
+// (default: the global one, otel.GetMeterProvider). A nil mp is ignored.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) {
+		if mp != nil {
+			c.mp = mp
+		}
+	})
+}
+
+// Subscriber turns each rate-limit decision into a span and metric
+// measurements (see the package documentation). It is a
+// ratelimit.Subscriber; subscribe it to any number of limiters.
+//
+// Create one with NewSubscriber. A Subscriber is safe for concurrent use.
+type Subscriber struct {
+	tracer    trace.Tracer
+	decisions metric.Int64Counter
+	cost      metric.Int64Counter
+	duration  metric.Float64Histogram
+
+	mu     sync.Mutex // serialises cache writers
+	series atomic.Pointer[map[seriesKey]*series]
+}
+
+// NewSubscriber returns a Subscriber. An error creating an instrument (which
+// the SDK reports only for invalid names or options, never here) goes to
+// otel.Handle, and the instrument it returned, a no-op one, is used.
+func NewSubscriber(opts ...Option) *Subscriber {
+	var cfg config
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if cfg.tp == nil {
+		cfg.tp = otel.GetTracerProvider()
+	}
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	s := &Subscriber{
+		tracer: cfg.tp.Tracer(ScopeName,
+			trace.WithInstrumentationVersion(version()), trace.WithSchemaURL(semconv.SchemaURL)),
+	}
+	meter := cfg.mp.Meter(ScopeName,
+		metric.WithInstrumentationVersion(version()), metric.WithSchemaURL(semconv.SchemaURL))
+	var err error
+	s.decisions, err = meter.Int64Counter(DecisionsMetric, metric.WithUnit("{decision}"),
+		metric.WithDescription("Rate-limit decisions, by decision (allowed or blocked) and reason (quota, fail_open, fail_closed)."))
+	handle(err)
+	s.cost, err = meter.Int64Counter(CostMetric, metric.WithUnit("{token}"),
+		metric.WithDescription("Cost units (tokens) asked for in rate-limit decisions, by decision and reason: the cost granted is the allowed part."))
+	handle(err)
+	s.duration, err = meter.Float64Histogram(DurationMetric, metric.WithUnit("s"),
+		metric.WithDescription("Duration of the Redis round trip of a rate-limit decision, failed ones included."),
+		metric.WithExplicitBucketBoundaries(DurationBuckets...))
+	handle(err)
+	return s
+}
+
+func handle(err error) {
+	if err != nil {
+		otel.Handle(err)
+	}
+}
+
+// version is the module's version when the program was built from a
+// released module, else "" (then no version is set).
+func version() string {
+	const module = "github.com/distributed-rate-limiter/ratelimit-go"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	m := &bi.Main
+	for _, d := range bi.Deps {
+		if d.Path == module {
+			m = d
+		}
+	}
+	if m.Path != module || m.Version == "(devel)" {
+		return ""
+	}
+	return m.Version
+}
+
+// OnDecision implements ratelimit.Subscriber: it records the decision's
+// span and metrics. An event without a Start time (one that was not timed)
+// gets a span timed by the SDK's clock and no duration measurement.
+func (s *Subscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
+	sr := s.lookup(e)
+	o := sr.outcome(e.Result.Allowed, e.Result.Reason)
+	timed := !e.Start.IsZero()
+	// A failed event carries a *BackendError; a replayed one may carry
+	// anything, which counts as type other.
+	var be *ratelimit.BackendError
+	errType := ratelimit.ErrorOther
+	if e.Err != nil {
+		if be = backendError(e.Err); be != nil {
+			errType = be.Type
+		}
+	}
+
+	s.decisions.Add(ctx, 1, o.add...)
+	if e.Cost > 0 {
+		s.cost.Add(ctx, e.Cost, o.add...)
+	}
+	if timed {
+		if e.Err == nil {
+			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordOK...)
+		} else {
+			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordErr(errType)...)
+		}
+	}
+	s.span(ctx, o, e, be, errType, timed)
+}
+
+func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
+	// The attributes known per outcome go in at start (a sampler sees
+	// them), from one precomputed option; the decision's own are added
+	// only to a recording span.
+	var span trace.Span
+	if timed {
+		_, span = s.tracer.Start(ctx, o.spanName, o.start[0], o.start[1], trace.WithTimestamp(e.Start))
+	} else {
+		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
+	}
+	if span.IsRecording() {
+		if e.Err == nil {
+			if e.Result.Allowed {
+				span.SetAttributes(CostKey.Int64(e.Cost), RemainingKey.Int64(e.Result.Remaining))
+			} else {
+				span.SetAttributes(CostKey.Int64(e.Cost), RemainingKey.Int64(e.Result.Remaining),
+					RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
+			}
+		} else {
+			if be != nil && be.Code != "" {
+				span.SetAttributes(CostKey.Int64(e.Cost), semconv.ErrorTypeKey.String(errType.String()),
+					semconv.DBResponseStatusCode(be.Code))
+			} else {
+				span.SetAttributes(CostKey.Int64(e.Cost), semconv.ErrorTypeKey.String(errType.String()))
+			}
+			span.SetStatus(codes.Error, e.Err.Error())
+		}
+	}
+	if timed {
+		span.End(trace.WithTimestamp(e.Start.Add(e.Duration)))
+	} else {
+		span.End()
+	}
+}
+
+var spanKind = trace.WithSpanKind(trace.SpanKindClient)
+
+// backendError returns the *ratelimit.BackendError in err's chain, or nil.
+func backendError(err error) *ratelimit.BackendError {
+	if be, ok := err.(*ratelimit.BackendError); ok {
+		return be
+	}
+	var be *ratelimit.BackendError
+	if errors.As(err, &be) {
+		return be
+	}
+	return nil
+}
+
+// seriesKey identifies what is precomputed once: a limiter's namespace,
+// algorithm and server.
+type seriesKey struct {
+	namespace string
+	algorithm ratelimit.Algorithm
+	server    string
+}
+
+// series holds the precomputed attributes and options of one seriesKey.
+// Outcomes and error types are resolved on first use, so that a new Reason
+// or ErrorType needs no change here.
+type series struct {
+	namespace, algorithm string
+	spanName             string
+	attrs                []attribute.KeyValue // static span attributes
+	base                 []attribute.KeyValue // static metric attributes
+	recordOK             []metric.RecordOption
+	outcomes             [2][maxCached]atomic.Pointer[outcome]
+	errs                 [maxCached]atomic.Pointer[[]metric.RecordOption]
+}
+
+// maxCached bounds the reasons and error types whose options are cached;
+// larger values are computed on every event.
+const maxCached = 16
+
+// outcome holds what depends on a decision and reason.
+type outcome struct {
+	spanName string
+	start    []trace.SpanStartOption // kind and attributes
+	add      []metric.AddOption
+}
+
+func (s *Subscriber) lookup(e ratelimit.Event) *series {
+	k := seriesKey{e.Namespace, e.Algorithm, e.ServerAddr}
+	if m := s.series.Load(); m != nil {
+		if sr := (*m)[k]; sr != nil {
+			return sr
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.series.Load()
+	if old != nil {
+		if sr := (*old)[k]; sr != nil {
+			return sr
+		}
+	}
+	next := make(map[seriesKey]*series, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	sr := newSeries(k)
+	next[k] = sr
+	s.series.Store(&next)
+	return sr
+}
+
+func newSeries(k seriesKey) *series {
+	alg := k.algorithm.String()
+	sr := &series{
+		namespace: k.namespace,
+		algorithm: alg,
+		spanName:  "ratelimit " + k.namespace,
+		attrs: []attribute.KeyValue{
+			NamespaceKey.String(k.namespace),
+			AlgorithmKey.String(alg),
+			semconv.DBSystemNameRedis,
+			semconv.DBOperationName("EVALSHA"),
+			semconv.DBStoredProcedureName(alg),
+		},
+		base: []attribute.KeyValue{
+			NamespaceKey.String(k.namespace),
+			AlgorithmKey.String(alg),
+			semconv.DBSystemNameRedis,
+		},
+	}
+	if k.server != "" {
+		host, port, err := net.SplitHostPort(k.server)
+		if err != nil {
+			sr.attrs = append(sr.attrs, semconv.ServerAddress(k.server))
+		} else {
+			sr.attrs = append(sr.attrs, semconv.ServerAddress(host))
+			if p, err := strconv.Atoi(port); err == nil {
+				sr.attrs = append(sr.attrs, semconv.ServerPort(p))
+			}
+		}
+	}
+	sr.recordOK = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(sr.base...))}
+	return sr
+}
+
+func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
+	d := 0
+	if allowed {
+		d = 1
+	}
+	if int(r) < maxCached {
+		if o := sr.outcomes[d][r].Load(); o != nil {
+			return o
+		}
+	}
+	decision := Blocked
+	if allowed {
+		decision = Allowed
+	}
+	dk, rk := DecisionKey.String(decision), ReasonKey.String(r.String())
+	set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
+	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.attrs)+2), sr.attrs...), dk, rk)
+	o := &outcome{
+		spanName: sr.spanName,
+		start:    []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
+		add:      []metric.AddOption{metric.WithAttributeSet(set)},
+	}
+	if int(r) < maxCached {
+		sr.outcomes[d][r].Store(o)
+	}
+	return o
+}
+
+func (sr *series) recordErr(t ratelimit.ErrorType) []metric.RecordOption {
+	if int(t) < maxCached {
+		if opts := sr.errs[t].Load(); opts != nil {
+			return *opts
+		}
+	}
+	set := attribute.NewSet(append(append([]attribute.KeyValue(nil), sr.base...), semconv.ErrorTypeKey.String(t.String()))...)
+	opts := []metric.RecordOption{metric.WithAttributeSet(set)}
+	if int(t) < maxCached {
+		sr.errs[t].Store(&opts)
+	}
+	return opts
+}
+
+var _ ratelimit.Subscriber = (*Subscriber)(nil)
