@@ -3,6 +3,7 @@ package prom
 import (
 	"context"
 	"errors"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,7 @@ type Collector struct {
 	errors    *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	exemplars bool
+	buckets   []float64
 
 	cache seriesCache[*series]
 }
@@ -163,6 +165,7 @@ func NewCollector(opts ...Option) *Collector {
 			ConstLabels: cfg.constLabels,
 		}, []string{LabelNamespace, LabelAlgorithm, LabelSubscriber}),
 		exemplars: cfg.exemplars,
+		buckets:   cfg.buckets,
 	}
 	return c
 }
@@ -200,21 +203,32 @@ func (c *Collector) OnDecision(ctx context.Context, e ratelimit.Event) {
 		o.cost.Add(float64(e.Cost))
 	}
 	if !e.Start.IsZero() {
-		c.observe(ctx, s, e.Duration.Seconds())
+		c.observe(ctx, s, e.Duration.Seconds(), e.Start.UnixNano()+int64(e.Duration))
 	}
 	if e.Err != nil {
 		s.errorCounter(errorType(e.Err)).Inc()
 	}
 }
 
-func (c *Collector) observe(ctx context.Context, s *series, v float64) {
+// ExemplarInterval is the least time between two exemplars of one bucket of
+// one duration series. Prometheus keeps the last exemplar of each classic
+// bucket per scrape, so more would be thrown away; each costs about a
+// microsecond and a dozen allocations.
+const ExemplarInterval = time.Second
+
+// observe records v, observed at now (Unix ns), with an exemplar when ctx
+// holds a sampled span and v's bucket has had none for ExemplarInterval.
+func (c *Collector) observe(ctx context.Context, s *series, v float64, now int64) {
 	if c.exemplars {
 		if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() && sc.IsValid() {
-			s.durationEx.ObserveWithExemplar(v, prometheus.Labels{
-				"trace_id": sc.TraceID().String(),
-				"span_id":  sc.SpanID().String(),
-			})
-			return
+			at := &s.exemplarAt[sort.SearchFloat64s(c.buckets, v)]
+			if last := at.Load(); now-last >= int64(ExemplarInterval) && at.CompareAndSwap(last, now) {
+				s.durationEx.ObserveWithExemplar(v, prometheus.Labels{
+					"trace_id": sc.TraceID().String(),
+					"span_id":  sc.SpanID().String(),
+				})
+				return
+			}
 		}
 	}
 	s.duration.Observe(v)
@@ -260,6 +274,9 @@ type series struct {
 	durationEx prometheus.ExemplarObserver
 	outcomes   [2][maxCached]atomic.Pointer[outcome]
 	errs       [maxCached]atomic.Pointer[counter]
+	// exemplarAt is when each classic bucket (and +Inf) last got an
+	// exemplar, in Unix ns.
+	exemplarAt []atomic.Int64
 }
 
 // maxCached bounds the reasons and error types whose children are cached;
@@ -271,7 +288,7 @@ type outcome struct{ decisions, cost prometheus.Counter }
 type counter struct{ prometheus.Counter }
 
 func (c *Collector) newSeries(ns string, alg ratelimit.Algorithm) *series {
-	s := &series{c: c, namespace: ns, algorithm: alg.String()}
+	s := &series{c: c, namespace: ns, algorithm: alg.String(), exemplarAt: make([]atomic.Int64, len(c.buckets)+1)}
 	obs := c.duration.WithLabelValues(ns, s.algorithm)
 	s.duration = obs
 	s.durationEx = obs.(prometheus.ExemplarObserver)

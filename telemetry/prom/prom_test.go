@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -234,6 +235,39 @@ func TestExemplar(t *testing.T) {
 				t.Errorf("%s: exemplar %v", name, b.GetExemplar())
 			}
 		}
+	}
+}
+
+// TestExemplarInterval: one exemplar per bucket per ExemplarInterval, by
+// the events' own times.
+func TestExemplarInterval(t *testing.T) {
+	m := NewCollector(WithBuckets(0.001, 0.01))
+	t0 := time.Unix(1000, 0)
+	ev := func(at time.Time, d time.Duration) ratelimit.Event {
+		return ratelimit.Event{Namespace: "api", Cost: 1, Result: ratelimit.Result{Allowed: true}, Start: at, Duration: d}
+	}
+	trace := func(n int) context.Context {
+		return sampledCtx(fmt.Sprintf("%032x", n), spanHex)
+	}
+	m.OnDecision(trace(1), ev(t0, 100*time.Microsecond))                         // bucket 0.001: exemplar 1
+	m.OnDecision(trace(2), ev(t0.Add(500*time.Millisecond), time.Millisecond))   // same bucket, too soon
+	m.OnDecision(trace(3), ev(t0.Add(500*time.Millisecond), 5*time.Millisecond)) // bucket 0.01: exemplar 3
+	m.OnDecision(trace(4), ev(t0.Add(time.Second), 200*time.Microsecond))        // bucket 0.001, 1s later: exemplar 4
+	h := gatherHistogram(t, m)
+	got := map[float64]string{}
+	for _, b := range h.GetBucket() {
+		for _, l := range b.GetExemplar().GetLabel() {
+			if l.GetName() == "trace_id" {
+				got[b.GetUpperBound()] = l.GetValue()
+			}
+		}
+	}
+	want := map[float64]string{0.001: fmt.Sprintf("%032x", 4), 0.01: fmt.Sprintf("%032x", 3)}
+	if len(got) != len(want) || got[0.001] != want[0.001] || got[0.01] != want[0.01] {
+		t.Fatalf("exemplars by bucket %v, want %v", got, want)
+	}
+	if h.GetSampleCount() != 4 || len(h.GetExemplars()) != 3 {
+		t.Fatalf("count %d, native exemplars %d; want 4 observations, 3 exemplars", h.GetSampleCount(), len(h.GetExemplars()))
 	}
 }
 
