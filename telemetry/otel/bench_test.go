@@ -37,7 +37,7 @@ func BenchmarkOnDecision(b *testing.B) {
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 			defer tp.Shutdown(context.Background())
 			defer mp.Shutdown(context.Background())
-			sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp))
+			sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp), WithRootSpans(true))
 			ctx := context.Background()
 			sub.OnDecision(ctx, ev)
 			b.ReportAllocs()
@@ -47,7 +47,7 @@ func BenchmarkOnDecision(b *testing.B) {
 		})
 	}
 	b.Run("noop", func(b *testing.B) {
-		sub := NewSubscriber(WithTracerProvider(trace.NewNoopTracerProvider()))
+		sub := NewSubscriber(WithTracerProvider(trace.NewNoopTracerProvider()), WithRootSpans(true))
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {

@@ -12,8 +12,7 @@
 // # Spans
 //
 // Each decision becomes a span of kind Client named "ratelimit <namespace>",
-// a child of the span in the caller's context (a root span when there is
-// none), starting when the Redis call started and ending when it returned
+// a child of the span in the caller's context, starting when the Redis call started and ending when it returned
 // (Event.Start and Event.Start+Event.Duration). Its attributes:
 //
 //	ratelimit.namespace     the limiter's namespace
@@ -35,9 +34,16 @@
 // one; ratelimit.reason then says whether the call failed open or closed.
 // The identity is never an attribute, nor is the Redis key.
 //
-// Every attribute is set when the span starts, so a sampler can decide on
-// them, e.g. keep every blocked or failed decision and a fraction of the
-// rest.
+// ratelimit.namespace, ratelimit.algorithm, ratelimit.decision,
+// ratelimit.reason and db.system.name are given when the span starts, so a
+// sampler can decide on them (e.g. keep every blocked or failed decision and
+// a fraction of the rest); the others are set only on a recording span.
+//
+// A decision whose context holds no span gets no span (it is still counted
+// in the metrics) unless WithRootSpans(true) is given: otherwise a limiter
+// used outside traced requests would start a one-span trace per call.
+// Whether a child span is recorded is the sampler's choice, as usual
+// (ParentBased: recorded when the request's span is).
 //
 // The span is not put into the context other subscribers receive: an
 // exemplar from the prom package points at the caller's span, the parent of

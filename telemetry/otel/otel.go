@@ -63,8 +63,9 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	tp trace.TracerProvider
-	mp metric.MeterProvider
+	tp    trace.TracerProvider
+	mp    metric.MeterProvider
+	roots bool
 }
 
 // WithTracerProvider sets the TracerProvider spans are created with
@@ -87,6 +88,15 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	})
 }
 
+// WithRootSpans makes a span for a decision whose context holds no span
+// (default false: such a decision is only counted in the metrics). A
+// decision made outside any trace, by a background job or in a request the
+// application does not trace, would otherwise start a trace of one span for
+// every call.
+func WithRootSpans(on bool) Option {
+	return optionFunc(func(c *config) { c.roots = on })
+}
+
 // Subscriber turns each rate-limit decision into a span and metric
 // measurements (see the package documentation). It is a
 // ratelimit.Subscriber; subscribe it to any number of limiters.
@@ -94,6 +104,7 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // Create one with NewSubscriber. A Subscriber is safe for concurrent use.
 type Subscriber struct {
 	tracer    trace.Tracer
+	roots     bool
 	decisions metric.Int64Counter
 	cost      metric.Int64Counter
 	duration  metric.Float64Histogram
@@ -119,6 +130,7 @@ func NewSubscriber(opts ...Option) *Subscriber {
 		cfg.mp = otel.GetMeterProvider()
 	}
 	s := &Subscriber{
+		roots: cfg.roots,
 		tracer: cfg.tp.Tracer(ScopeName,
 			trace.WithInstrumentationVersion(version()), trace.WithSchemaURL(semconv.SchemaURL)),
 	}
@@ -192,13 +204,15 @@ func (s *Subscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordErr(errType)...)
 		}
 	}
-	s.span(ctx, o, e, be, errType, timed)
+	if s.roots || trace.SpanContextFromContext(ctx).IsValid() {
+		s.span(ctx, o, e, be, errType, timed)
+	}
 }
 
 func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
-	// The attributes known per outcome go in at start (a sampler sees
-	// them), from one precomputed option; the decision's own are added
-	// only to a recording span.
+	// What a sampler may decide on goes in at start, from a precomputed
+	// option; the rest only into a recording span, so that an unsampled
+	// decision copies as little as possible.
 	var span trace.Span
 	if timed {
 		_, span = s.tracer.Start(ctx, o.spanName, o.start[0], o.start[1], trace.WithTimestamp(e.Start))
@@ -206,20 +220,22 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
 	}
 	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, len(o.late)+3)
+		attrs = append(attrs, o.late...)
+		attrs = append(attrs, CostKey.Int64(e.Cost))
 		if e.Err == nil {
-			if e.Result.Allowed {
-				span.SetAttributes(CostKey.Int64(e.Cost), RemainingKey.Int64(e.Result.Remaining))
-			} else {
-				span.SetAttributes(CostKey.Int64(e.Cost), RemainingKey.Int64(e.Result.Remaining),
-					RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
+			attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
+			if !e.Result.Allowed {
+				attrs = append(attrs, RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
 			}
 		} else {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType.String()))
 			if be != nil && be.Code != "" {
-				span.SetAttributes(CostKey.Int64(e.Cost), semconv.ErrorTypeKey.String(errType.String()),
-					semconv.DBResponseStatusCode(be.Code))
-			} else {
-				span.SetAttributes(CostKey.Int64(e.Cost), semconv.ErrorTypeKey.String(errType.String()))
+				attrs = append(attrs, semconv.DBResponseStatusCode(be.Code))
 			}
+		}
+		span.SetAttributes(attrs...)
+		if e.Err != nil {
 			span.SetStatus(codes.Error, e.Err.Error())
 		}
 	}
@@ -258,8 +274,8 @@ type seriesKey struct {
 type series struct {
 	namespace, algorithm string
 	spanName             string
-	attrs                []attribute.KeyValue // static span attributes
-	base                 []attribute.KeyValue // static metric attributes
+	late                 []attribute.KeyValue // static span attributes set after start
+	base                 []attribute.KeyValue // metric attributes, and the span's at start
 	recordOK             []metric.RecordOption
 	outcomes             [2][maxCached]atomic.Pointer[outcome]
 	errs                 [maxCached]atomic.Pointer[[]metric.RecordOption]
@@ -273,6 +289,7 @@ const maxCached = 16
 type outcome struct {
 	spanName string
 	start    []trace.SpanStartOption // kind and attributes
+	late     []attribute.KeyValue    // the series' late attributes
 	add      []metric.AddOption
 }
 
@@ -309,10 +326,7 @@ func newSeries(k seriesKey) *series {
 		namespace: k.namespace,
 		algorithm: alg,
 		spanName:  "ratelimit " + k.namespace,
-		attrs: []attribute.KeyValue{
-			NamespaceKey.String(k.namespace),
-			AlgorithmKey.String(alg),
-			semconv.DBSystemNameRedis,
+		late: []attribute.KeyValue{
 			semconv.DBOperationName("EVALSHA"),
 			semconv.DBStoredProcedureName(alg),
 		},
@@ -325,11 +339,11 @@ func newSeries(k seriesKey) *series {
 	if k.server != "" {
 		host, port, err := net.SplitHostPort(k.server)
 		if err != nil {
-			sr.attrs = append(sr.attrs, semconv.ServerAddress(k.server))
+			sr.late = append(sr.late, semconv.ServerAddress(k.server))
 		} else {
-			sr.attrs = append(sr.attrs, semconv.ServerAddress(host))
+			sr.late = append(sr.late, semconv.ServerAddress(host))
 			if p, err := strconv.Atoi(port); err == nil {
-				sr.attrs = append(sr.attrs, semconv.ServerPort(p))
+				sr.late = append(sr.late, semconv.ServerPort(p))
 			}
 		}
 	}
@@ -353,9 +367,10 @@ func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
 	}
 	dk, rk := DecisionKey.String(decision), ReasonKey.String(r.String())
 	set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
-	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.attrs)+2), sr.attrs...), dk, rk)
+	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.base)+2), sr.base...), dk, rk)
 	o := &outcome{
 		spanName: sr.spanName,
+		late:     sr.late,
 		start:    []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
 		add:      []metric.AddOption{metric.WithAttributeSet(set)},
 	}

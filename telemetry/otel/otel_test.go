@@ -37,7 +37,7 @@ type harness struct {
 	events []ratelimit.Event
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, opts ...Option) *harness {
 	t.Helper()
 	h := &harness{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans), sdktrace.WithSampler(sdktrace.AlwaysSample()))
@@ -46,7 +46,7 @@ func newHarness(t *testing.T) *harness {
 		_ = h.tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
-	h.sub = NewSubscriber(WithTracerProvider(h.tp), WithMeterProvider(mp))
+	h.sub = NewSubscriber(append([]Option{WithTracerProvider(h.tp), WithMeterProvider(mp)}, opts...)...)
 	return h
 }
 
@@ -181,8 +181,27 @@ func splitAddr(t *testing.T, addr string) (string, int) {
 	return addr[:i], port
 }
 
-func TestRootSpanAndUntimed(t *testing.T) {
+// TestNoRootSpans: by default a decision outside a trace makes no span, but
+// is counted.
+func TestNoRootSpans(t *testing.T) {
 	h := newHarness(t)
+	h.sub.OnDecision(context.Background(), ratelimit.Event{Namespace: "bg", Cost: 1, Result: ratelimit.Result{Allowed: true}})
+	if n := len(h.spans.Ended()); n != 0 {
+		t.Fatalf("%d spans without a parent, want 0", n)
+	}
+	for _, m := range h.metrics(t).Metrics {
+		if m.Name == DecisionsMetric {
+			if dp := m.Data.(metricdata.Sum[int64]).DataPoints; len(dp) != 1 || dp[0].Value != 1 {
+				t.Fatalf("decisions %+v", dp)
+			}
+			return
+		}
+	}
+	t.Fatal("no decisions metric")
+}
+
+func TestRootSpanAndUntimed(t *testing.T) {
+	h := newHarness(t, WithRootSpans(true))
 	// No span in the context: a root span. A script error with a code.
 	be := &ratelimit.BackendError{Type: ratelimit.ErrorScript, Code: "BUSY", Err: errors.New("BUSY Redis is busy running a script")}
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -309,7 +328,7 @@ func TestGlobalProviders(t *testing.T) {
 		_ = tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
-	sub := NewSubscriber(WithTracerProvider(nil), WithMeterProvider(nil), nil)
+	sub := NewSubscriber(WithTracerProvider(nil), WithMeterProvider(nil), nil, WithRootSpans(true))
 	sub.OnDecision(context.Background(), ratelimit.Event{Namespace: "g", Cost: 1, Result: ratelimit.Result{Allowed: true}})
 	if n := len(rec.Ended()); n != 1 {
 		t.Fatalf("%d spans on the global provider", n)
@@ -329,7 +348,7 @@ func TestNotSampled(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer tp.Shutdown(context.Background())
 	defer mp.Shutdown(context.Background())
-	sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp))
+	sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp), WithRootSpans(true))
 	sub.OnDecision(context.Background(), ratelimit.Event{Namespace: "n", Cost: 1, Result: ratelimit.Result{Allowed: true}})
 	if n := len(rec.Ended()); n != 0 {
 		t.Fatalf("%d spans recorded, want 0", n)
@@ -341,7 +360,7 @@ func TestNotSampled(t *testing.T) {
 }
 
 func TestConcurrent(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithRootSpans(true))
 	const goroutines, each = 8, 200
 	var wg sync.WaitGroup
 	for g := range goroutines {
