@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -32,10 +35,20 @@ type discard struct{}
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
 
+// dropProcessor is a SpanProcessor that drops every span at once, on the
+// caller's goroutine: with it, a case measures making the span alone,
+// without the batch processor's hand-off to its goroutine.
+type dropProcessor struct{}
+
+func (dropProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (dropProcessor) OnEnd(sdktrace.ReadOnlySpan)                     {}
+func (dropProcessor) Shutdown(context.Context) error                  { return nil }
+func (dropProcessor) ForceFlush(context.Context) error                { return nil }
+
 // stack is the set of subscribers of one benchmark case.
 type stack struct {
 	subs     []ratelimit.Subscriber
-	tracer   trace.Tracer // for a request span as parent, when set
+	traced   bool // the caller's context holds a sampled request span
 	shutdown func()
 }
 
@@ -46,18 +59,19 @@ func newProm() ratelimit.Subscriber {
 }
 
 // newOTel returns the otel subscriber on an always-sampling SDK that
-// batches spans to a discarding exporter and keeps metrics for a reader.
-func newOTel(sp sdktrace.SpanProcessor) (ratelimit.Subscriber, *sdktrace.TracerProvider, *sdkmetric.ManualReader, func()) {
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}
+// batches spans to a discarding exporter (or hands them to sp) and keeps
+// metrics for a manual reader.
+func newOTel(sp sdktrace.SpanProcessor, opts ...otel.Option) (ratelimit.Subscriber, *sdktrace.TracerProvider, *sdkmetric.ManualReader, func()) {
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}
 	if sp != nil {
-		opts = append(opts, sdktrace.WithSpanProcessor(sp))
+		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(sp))
 	} else {
-		opts = append(opts, sdktrace.WithBatcher(discard{}))
+		tpOpts = append(tpOpts, sdktrace.WithBatcher(discard{}))
 	}
-	tp := sdktrace.NewTracerProvider(opts...)
+	tp := sdktrace.NewTracerProvider(tpOpts...)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	sub := otel.NewSubscriber(otel.WithTracerProvider(tp), otel.WithMeterProvider(mp))
+	sub := otel.NewSubscriber(append([]otel.Option{otel.WithTracerProvider(tp), otel.WithMeterProvider(mp)}, opts...)...)
 	return sub, tp, reader, func() {
 		_ = tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
@@ -68,68 +82,203 @@ func newSlog(w io.Writer) ratelimit.Subscriber {
 	return telemetry.Slog(slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})))
 }
 
+func noop() {}
+
+// cases are the subscriber sets measured. "traced" cases call Allow with a
+// context holding a sampled request span, as in a server behind tracing
+// middleware: the otel subscriber then records a child span per decision
+// and the prom subscriber may attach an exemplar.
 var cases = []struct {
 	name  string
 	build func() stack
 }{
-	{"none", func() stack { return stack{shutdown: func() {}} }},
-	{"slog", func() stack { return stack{subs: []ratelimit.Subscriber{newSlog(io.Discard)}, shutdown: func() {}} }},
-	{"prom", func() stack { return stack{subs: []ratelimit.Subscriber{newProm()}, shutdown: func() {}} }},
-	{"otel", func() stack {
+	{"none", func() stack { return stack{shutdown: noop} }},
+	{"slog", func() stack { return stack{subs: []ratelimit.Subscriber{newSlog(io.Discard)}, shutdown: noop} }},
+	{"prom", func() stack { return stack{subs: []ratelimit.Subscriber{newProm()}, shutdown: noop} }},
+	{"prom-traced", func() stack { return stack{subs: []ratelimit.Subscriber{newProm()}, traced: true, shutdown: noop} }},
+	{"otel-traced", func() stack {
 		sub, _, _, stop := newOTel(nil)
+		return stack{subs: []ratelimit.Subscriber{sub}, traced: true, shutdown: stop}
+	}},
+	{"otel-traced-nobatch", func() stack {
+		sub, _, _, stop := newOTel(dropProcessor{})
+		return stack{subs: []ratelimit.Subscriber{sub}, traced: true, shutdown: stop}
+	}},
+	{"otel-events-traced", func() stack {
+		sub, _, _, stop := newOTel(nil, otel.WithSpanEvents(true))
+		return stack{subs: []ratelimit.Subscriber{sub}, traced: true, shutdown: stop}
+	}},
+	{"otel-root", func() stack {
+		sub, _, _, stop := newOTel(nil, otel.WithRootSpans(true))
 		return stack{subs: []ratelimit.Subscriber{sub}, shutdown: stop}
 	}},
 	{"all", func() stack {
 		sub, _, _, stop := newOTel(nil)
 		return stack{subs: []ratelimit.Subscriber{newProm(), sub, newSlog(io.Discard)}, shutdown: stop}
 	}},
-	// As in a traced server: the caller's context holds a sampled request
-	// span, so the decision span has a parent and Prometheus records an
-	// exemplar with every observation.
 	{"all-traced", func() stack {
-		sub, tp, _, stop := newOTel(nil)
-		return stack{subs: []ratelimit.Subscriber{newProm(), sub, newSlog(io.Discard)}, tracer: tp.Tracer("app"), shutdown: stop}
+		sub, _, _, stop := newOTel(nil)
+		return stack{subs: []ratelimit.Subscriber{newProm(), sub, newSlog(io.Discard)}, traced: true, shutdown: stop}
+	}},
+	{"all-events-traced", func() stack {
+		sub, _, _, stop := newOTel(nil, otel.WithSpanEvents(true))
+		return stack{subs: []ratelimit.Subscriber{newProm(), sub, newSlog(io.Discard)}, traced: true, shutdown: stop}
 	}},
 }
 
-// BenchmarkAllow measures one Allow on a real redis-server, serially, for
-// each set of subscribers. Identities rotate over 1000 and the limit is high
-// enough that every call is allowed (slog at Info then logs nothing: allowed
-// decisions are Debug).
-func BenchmarkAllow(b *testing.B) {
+// bench is one case ready to run: its limiter and context.
+type bench struct {
+	name   string
+	l      *ratelimit.Limiter
+	ctx    context.Context
+	traced bool
+	tracer trace.Tracer // the application's, for request spans
+	span   trace.Span   // the current request span
+}
+
+// requestSize is how many decisions a request span of a traced case sees
+// before it is replaced: like a request, it collects few children or
+// events (a span keeps at most 128 events, and a long-lived one would pay
+// for evicting them).
+const requestSize = 50
+
+// renew ends the current request span of a traced case and starts the
+// next.
+func (bc *bench) renew() {
+	if !bc.traced {
+		return
+	}
+	if bc.span != nil {
+		bc.span.End()
+	}
+	bc.ctx, bc.span = bc.tracer.Start(context.Background(), "GET /items")
+}
+
+// setup starts a redis-server and builds every case on it, warmed up
+// (connections, script cache, cached series). The limit is high enough that
+// every call is allowed, so slog at Info logs nothing (allowed decisions are
+// Debug).
+func setup(b *testing.B) ([]*bench, []string) {
 	srv := redistest.Start(b)
 	client := srv.Client(b)
 	ids := make([]string, 1000)
 	for i := range ids {
 		ids[i] = "user:" + strconv.Itoa(i)
 	}
+	// The application's tracer: its request spans are sampled and go
+	// nowhere, so that only the subscribers' work is measured.
+	app := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = app.Shutdown(context.Background()) })
+
+	var out []*bench
 	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			st := c.build()
-			defer st.shutdown()
-			l, err := ratelimit.New(client, ratelimit.PerSecond(1e9), ratelimit.WithSubscribers(st.subs...))
-			if err != nil {
+		st := c.build()
+		b.Cleanup(st.shutdown)
+		l, err := ratelimit.New(client, ratelimit.PerSecond(1e9), ratelimit.WithSubscribers(st.subs...))
+		if err != nil {
+			b.Fatal(err)
+		}
+		bc := &bench{name: c.name, l: l, ctx: context.Background(), traced: st.traced, tracer: app.Tracer("app")}
+		bc.renew()
+		b.Cleanup(func() {
+			if bc.span != nil {
+				bc.span.End()
+			}
+		})
+		for i, id := range ids[:100] {
+			if i%requestSize == 0 {
+				bc.renew()
+			}
+			if _, err := l.Allow(bc.ctx, id); err != nil {
 				b.Fatal(err)
 			}
-			ctx := context.Background()
-			if st.tracer != nil {
-				var span trace.Span
-				ctx, span = st.tracer.Start(ctx, "GET /items")
-				defer span.End()
-			}
-			for _, id := range ids { // warm up: connections, script cache, series
-				if _, err := l.Allow(ctx, id); err != nil {
-					b.Fatal(err)
-				}
-			}
+		}
+		out = append(out, bc)
+	}
+	return out, ids
+}
+
+// BenchmarkAllow measures one Allow on a real redis-server, serially, for
+// each set of subscribers, one after the other: ns/op and allocs/op. A
+// traced case also pays for a new request span every requestSize calls
+// (one allocation and about 20ns per call).
+func BenchmarkAllow(b *testing.B) {
+	benches, ids := setup(b)
+	for _, bc := range benches {
+		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				if _, err := l.Allow(ctx, ids[i%len(ids)]); err != nil {
+				if i%requestSize == 0 {
+					bc.renew()
+				}
+				if _, err := bc.l.Allow(bc.ctx, ids[i%len(ids)]); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
+}
+
+// BenchmarkOverhead interleaves the cases: each iteration runs a block of
+// blockSize Allows per case, the cases in a shuffled order, and times each
+// block in wall-clock time and in CPU time of this process (all its
+// threads: the GC and the span batcher included, redis-server excluded).
+// Load on the machine and Redis's latency then weigh on every case alike,
+// which separate benchmarks run seconds apart cannot promise, and the work a
+// case leaves behind (garbage, queued spans) mostly lands in its own block.
+// It reports each case's mean wall and CPU ns per Allow, and the overhead of
+// each over "none" in percent.
+func BenchmarkOverhead(b *testing.B) {
+	const blockSize = 100
+	benches, ids := setup(b)
+	wall := make([]time.Duration, len(benches))
+	cpu := make([]time.Duration, len(benches))
+	order := make([]int, len(benches))
+	for i := range order {
+		order[i] = i
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	blocks := 0
+	for b.Loop() {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
+			bc := benches[k]
+			bc.renew()
+			c0, w0 := cpuTime(b), time.Now()
+			for i := range blockSize {
+				if i == requestSize {
+					bc.renew() // inside the timing, as in BenchmarkAllow
+				}
+				if _, err := bc.l.Allow(bc.ctx, ids[(blocks*blockSize+i)%len(ids)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wall[k] += time.Since(w0)
+			cpu[k] += cpuTime(b) - c0
+		}
+		blocks++
+	}
+	calls := float64(blocks * blockSize)
+	for k, bc := range benches {
+		w, c := float64(wall[k])/calls, float64(cpu[k])/calls
+		b.ReportMetric(w, bc.name+"-ns/op")
+		b.ReportMetric(c, bc.name+"-cpu-ns/op")
+		if k > 0 {
+			w0, c0 := float64(wall[0])/calls, float64(cpu[0])/calls
+			b.ReportMetric(100*(w-w0)/w0, bc.name+"-%")
+			b.ReportMetric(100*(c-c0)/c0, bc.name+"-cpu-%")
+		}
+	}
+	b.ReportMetric(0, "ns/op") // an iteration is a round of blocks: meaningless
+}
+
+// cpuTime returns the user and system CPU time of this process so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestAllThree checks on real Redis that the benchmark's "all" stack sees

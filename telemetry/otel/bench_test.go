@@ -20,8 +20,8 @@ func (discard) Shutdown(context.Context) error                             { ret
 
 // BenchmarkOnDecision measures one event: span (always sampled, through a
 // batch processor to a discarding exporter) plus metrics on a manual
-// reader; with sampling off (ParentBased(NeverSample)); and with noop
-// providers.
+// reader; with sampling off (ParentBased(NeverSample)); as an event on a
+// recording span (WithSpanEvents); and with noop providers.
 func BenchmarkOnDecision(b *testing.B) {
 	ev := ratelimit.Event{Namespace: "api", Cost: 1, ServerAddr: "127.0.0.1:6379",
 		Result: ratelimit.Result{Allowed: true, Remaining: 9}, Start: time.Unix(1, 0), Duration: 40 * time.Microsecond}
@@ -46,6 +46,27 @@ func BenchmarkOnDecision(b *testing.B) {
 			}
 		})
 	}
+	b.Run("events", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		defer tp.Shutdown(context.Background())
+		defer mp.Shutdown(context.Background())
+		sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp), WithSpanEvents(true))
+		// A new request span every 50 decisions, as a request has few
+		// (a span keeps at most 128 events and evicts the oldest).
+		app := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		defer app.Shutdown(context.Background())
+		ctx, span := app.Tracer("app").Start(context.Background(), "request")
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if i%50 == 0 {
+				span.End()
+				ctx, span = app.Tracer("app").Start(context.Background(), "request")
+			}
+			sub.OnDecision(ctx, ev)
+		}
+		span.End()
+	})
 	b.Run("noop", func(b *testing.B) {
 		sub := NewSubscriber(WithTracerProvider(trace.NewNoopTracerProvider()), WithRootSpans(true))
 		ctx := context.Background()

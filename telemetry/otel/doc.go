@@ -45,6 +45,11 @@
 // Whether a child span is recorded is the sampler's choice, as usual
 // (ParentBased: recorded when the request's span is).
 //
+// With WithSpanEvents(true) a decision is instead an event named
+// "ratelimit" on the caller's span, with the same attributes: much cheaper
+// (no span, nothing for the span processor), at the cost of the decision's
+// own duration in the trace view.
+//
 // The span is not put into the context other subscribers receive: an
 // exemplar from the prom package points at the caller's span, the parent of
 // this one, in the same trace.

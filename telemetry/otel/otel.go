@@ -63,9 +63,10 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	tp    trace.TracerProvider
-	mp    metric.MeterProvider
-	roots bool
+	tp     trace.TracerProvider
+	mp     metric.MeterProvider
+	roots  bool
+	events bool
 }
 
 // WithTracerProvider sets the TracerProvider spans are created with
@@ -97,6 +98,21 @@ func WithRootSpans(on bool) Option {
 	return optionFunc(func(c *config) { c.roots = on })
 }
 
+// WithSpanEvents records each decision as an event named "ratelimit" on
+// the span in the caller's context, with the attributes a decision span
+// would have, instead of as a child span (default false). A decision whose
+// context holds no recording span then leaves no trace; WithRootSpans does
+// not apply. The caller's span status is never changed, even for a backend
+// failure.
+//
+// An event costs far less than a span: no span to allocate, and nothing
+// handed to the span processor (the SDK's batch processor wakes its
+// goroutine for every span), at the price of the decision's own timing in
+// the trace view (the event is stamped when Redis answered).
+func WithSpanEvents(on bool) Option {
+	return optionFunc(func(c *config) { c.events = on })
+}
+
 // Subscriber turns each rate-limit decision into a span and metric
 // measurements (see the package documentation). It is a
 // ratelimit.Subscriber; subscribe it to any number of limiters.
@@ -105,6 +121,7 @@ func WithRootSpans(on bool) Option {
 type Subscriber struct {
 	tracer    trace.Tracer
 	roots     bool
+	events    bool
 	decisions metric.Int64Counter
 	cost      metric.Int64Counter
 	duration  metric.Float64Histogram
@@ -130,7 +147,8 @@ func NewSubscriber(opts ...Option) *Subscriber {
 		cfg.mp = otel.GetMeterProvider()
 	}
 	s := &Subscriber{
-		roots: cfg.roots,
+		roots:  cfg.roots,
+		events: cfg.events,
 		tracer: cfg.tp.Tracer(ScopeName,
 			trace.WithInstrumentationVersion(version()), trace.WithSchemaURL(semconv.SchemaURL)),
 	}
@@ -204,7 +222,12 @@ func (s *Subscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordErr(errType)...)
 		}
 	}
-	if s.roots || trace.SpanContextFromContext(ctx).IsValid() {
+	switch {
+	case s.events:
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			s.event(span, o, e, be, errType, timed)
+		}
+	case s.roots || trace.SpanContextFromContext(ctx).IsValid():
 		s.span(ctx, o, e, be, errType, timed)
 	}
 }
@@ -220,21 +243,7 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
 	}
 	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, len(o.late)+3)
-		attrs = append(attrs, o.late...)
-		attrs = append(attrs, CostKey.Int64(e.Cost))
-		if e.Err == nil {
-			attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
-			if !e.Result.Allowed {
-				attrs = append(attrs, RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
-			}
-		} else {
-			attrs = append(attrs, semconv.ErrorTypeKey.String(errType.String()))
-			if be != nil && be.Code != "" {
-				attrs = append(attrs, semconv.DBResponseStatusCode(be.Code))
-			}
-		}
-		span.SetAttributes(attrs...)
+		span.SetAttributes(lateAttrs(make([]attribute.KeyValue, 0, len(o.late)+3), o, e, be, errType)...)
 		if e.Err != nil {
 			span.SetStatus(codes.Error, e.Err.Error())
 		}
@@ -244,6 +253,39 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 	} else {
 		span.End()
 	}
+}
+
+// event adds the decision to span as an event.
+func (s *Subscriber) event(span trace.Span, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
+	attrs := make([]attribute.KeyValue, 0, len(o.eventAttrs)+len(o.late)+3)
+	attrs = lateAttrs(append(attrs, o.eventAttrs...), o, e, be, errType)
+	if timed {
+		span.AddEvent(EventName, trace.WithAttributes(attrs...), trace.WithTimestamp(e.Start.Add(e.Duration)))
+	} else {
+		span.AddEvent(EventName, trace.WithAttributes(attrs...))
+	}
+}
+
+// EventName is the name of the span event WithSpanEvents records.
+const EventName = "ratelimit"
+
+// lateAttrs appends to attrs the attributes set on a recording span after
+// start: the series' static ones and the decision's own.
+func lateAttrs(attrs []attribute.KeyValue, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType) []attribute.KeyValue {
+	attrs = append(attrs, o.late...)
+	attrs = append(attrs, CostKey.Int64(e.Cost))
+	if e.Err == nil {
+		attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
+		if !e.Result.Allowed {
+			attrs = append(attrs, RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
+		}
+	} else {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType.String()))
+		if be != nil && be.Code != "" {
+			attrs = append(attrs, semconv.DBResponseStatusCode(be.Code))
+		}
+	}
+	return attrs
 }
 
 var spanKind = trace.WithSpanKind(trace.SpanKindClient)
@@ -290,7 +332,9 @@ type outcome struct {
 	spanName string
 	start    []trace.SpanStartOption // kind and attributes
 	late     []attribute.KeyValue    // the series' late attributes
-	add      []metric.AddOption
+	// eventAttrs are the start attributes, for an event.
+	eventAttrs []attribute.KeyValue
+	add        []metric.AddOption
 }
 
 func (s *Subscriber) lookup(e ratelimit.Event) *series {
@@ -369,10 +413,11 @@ func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
 	set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
 	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.base)+2), sr.base...), dk, rk)
 	o := &outcome{
-		spanName: sr.spanName,
-		late:     sr.late,
-		start:    []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
-		add:      []metric.AddOption{metric.WithAttributeSet(set)},
+		spanName:   sr.spanName,
+		late:       sr.late,
+		eventAttrs: attrs,
+		start:      []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
+		add:        []metric.AddOption{metric.WithAttributeSet(set)},
 	}
 	if int(r) < maxCached {
 		sr.outcomes[d][r].Store(o)

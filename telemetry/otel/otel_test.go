@@ -181,6 +181,60 @@ func splitAddr(t *testing.T, addr string) (string, int) {
 	return addr[:i], port
 }
 
+// TestSpanEvents: with WithSpanEvents each decision is an event on the
+// caller's span, which keeps its status, and no span is made.
+func TestSpanEvents(t *testing.T) {
+	h := newHarness(t, WithSpanEvents(true), WithRootSpans(true))
+	api, mr := newLimiter(t, ratelimit.PerSecond(1), ratelimit.WithNamespace("api"), h.subscribers())
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "GET /items")
+	for range 2 {
+		if _, err := api.Allow(ctx, identity); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mr.Close()
+	if _, err := api.Allow(ctx, identity); !errors.Is(err, ratelimit.ErrBackend) {
+		t.Fatal(err)
+	}
+	if _, err := api.Allow(context.Background(), identity); !errors.Is(err, ratelimit.ErrBackend) { // no span: nothing
+		t.Fatal(err)
+	}
+	parent.End()
+	spans := h.spans.Ended()
+	if len(spans) != 1 || spans[0].Status().Code != codes.Unset {
+		t.Fatalf("%d spans (want only the request's), status %v", len(spans), spans[0].Status())
+	}
+	events := spans[0].Events()
+	if len(events) != 3 {
+		t.Fatalf("%d events, want 3", len(events))
+	}
+	for i, want := range []struct {
+		decision, reason string
+		extra            attribute.KeyValue
+	}{
+		{"allowed", "quota", RemainingKey.Int(0)},
+		{"blocked", "quota", RetryAfterKey.Float64(1)},
+		{"allowed", "fail_open", attribute.String("error.type", "connection")},
+	} {
+		ev, e := events[i], h.events[i]
+		if ev.Name != EventName || !ev.Time.Equal(e.Start.Add(e.Duration)) {
+			t.Errorf("event %d: %q at %v, want %q at %v", i, ev.Name, ev.Time, EventName, e.Start.Add(e.Duration))
+		}
+		set := attribute.NewSet(ev.Attributes...)
+		for _, kv := range []attribute.KeyValue{
+			NamespaceKey.String("api"), AlgorithmKey.String("token_bucket"), DecisionKey.String(want.decision),
+			ReasonKey.String(want.reason), CostKey.Int(1), attribute.String("db.system.name", "redis"), want.extra,
+		} {
+			if v, ok := set.Value(kv.Key); !ok || v != kv.Value {
+				t.Errorf("event %d: %s = %v, want %v", i, kv.Key, v.Emit(), kv.Value.Emit())
+			}
+		}
+		if _, ok := set.Value("server.port"); !ok {
+			t.Errorf("event %d: no server.port", i)
+		}
+	}
+}
+
 // TestNoRootSpans: by default a decision outside a trace makes no span, but
 // is counted.
 func TestNoRootSpans(t *testing.T) {
