@@ -46,7 +46,8 @@
 // (ParentBased: recorded when the request's span is).
 //
 // With WithSpanEvents(true) a decision is instead an event named
-// "ratelimit" on the caller's span, with the same attributes: much cheaper
+// "ratelimit" on the caller's span, with the ratelimit.* attributes and
+// error.type (and db.response.status_code) of a failure: much cheaper
 // (no span, nothing for the span processor), at the cost of the decision's
 // own duration in the trace view.
 //

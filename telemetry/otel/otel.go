@@ -99,8 +99,8 @@ func WithRootSpans(on bool) Option {
 }
 
 // WithSpanEvents records each decision as an event named "ratelimit" on
-// the span in the caller's context, with the attributes a decision span
-// would have, instead of as a child span (default false). A decision whose
+// the span in the caller's context, with the decision span's ratelimit.*
+// attributes and error.type, instead of as a child span (default false). A decision whose
 // context holds no recording span then leaves no trace; WithRootSpans does
 // not apply. The caller's span status is never changed, even for a backend
 // failure.
@@ -243,7 +243,8 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(lateAttrs(make([]attribute.KeyValue, 0, len(o.late)+3), o, e, be, errType)...)
+		attrs := append(make([]attribute.KeyValue, 0, len(o.late)+3), o.late...)
+		span.SetAttributes(decisionAttrs(attrs, e, be, errType)...)
 		if e.Err != nil {
 			span.SetStatus(codes.Error, e.Err.Error())
 		}
@@ -257,8 +258,8 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 
 // event adds the decision to span as an event.
 func (s *Subscriber) event(span trace.Span, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
-	attrs := make([]attribute.KeyValue, 0, len(o.eventAttrs)+len(o.late)+3)
-	attrs = lateAttrs(append(attrs, o.eventAttrs...), o, e, be, errType)
+	attrs := append(make([]attribute.KeyValue, 0, len(o.eventAttrs)+3), o.eventAttrs...)
+	attrs = decisionAttrs(attrs, e, be, errType)
 	if timed {
 		span.AddEvent(EventName, trace.WithAttributes(attrs...), trace.WithTimestamp(e.Start.Add(e.Duration)))
 	} else {
@@ -269,10 +270,8 @@ func (s *Subscriber) event(span trace.Span, o *outcome, e ratelimit.Event, be *r
 // EventName is the name of the span event WithSpanEvents records.
 const EventName = "ratelimit"
 
-// lateAttrs appends to attrs the attributes set on a recording span after
-// start: the series' static ones and the decision's own.
-func lateAttrs(attrs []attribute.KeyValue, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType) []attribute.KeyValue {
-	attrs = append(attrs, o.late...)
+// decisionAttrs appends the decision's own attributes to attrs.
+func decisionAttrs(attrs []attribute.KeyValue, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType) []attribute.KeyValue {
 	attrs = append(attrs, CostKey.Int64(e.Cost))
 	if e.Err == nil {
 		attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
@@ -332,7 +331,8 @@ type outcome struct {
 	spanName string
 	start    []trace.SpanStartOption // kind and attributes
 	late     []attribute.KeyValue    // the series' late attributes
-	// eventAttrs are the start attributes, for an event.
+	// eventAttrs are the ratelimit.* attributes of the outcome, for an
+	// event (the db.* and server.* ones describe a span of its own).
 	eventAttrs []attribute.KeyValue
 	add        []metric.AddOption
 }
@@ -415,7 +415,7 @@ func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
 	o := &outcome{
 		spanName:   sr.spanName,
 		late:       sr.late,
-		eventAttrs: attrs,
+		eventAttrs: []attribute.KeyValue{NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk},
 		start:      []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
 		add:        []metric.AddOption{metric.WithAttributeSet(set)},
 	}
