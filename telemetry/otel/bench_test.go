@@ -20,7 +20,8 @@ func (discard) Shutdown(context.Context) error                             { ret
 
 // BenchmarkOnDecision measures one event: span (always sampled, through a
 // batch processor to a discarding exporter) plus metrics on a manual
-// reader; with sampling off (ParentBased(NeverSample)); as an event on a
+// reader; with sampling off (ParentBased(NeverSample)); without a span in
+// the context (metrics only, the default then); as an event on a
 // recording span (WithSpanEvents); and with noop providers.
 func BenchmarkOnDecision(b *testing.B) {
 	ev := ratelimit.Event{Namespace: "api", Cost: 1, ServerAddr: "127.0.0.1:6379",
@@ -46,6 +47,20 @@ func BenchmarkOnDecision(b *testing.B) {
 			}
 		})
 	}
+	b.Run("metrics-only", func(b *testing.B) {
+		// No span in the context and no WithRootSpans: metrics alone.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		defer tp.Shutdown(context.Background())
+		defer mp.Shutdown(context.Background())
+		sub := NewSubscriber(WithTracerProvider(tp), WithMeterProvider(mp))
+		ctx := context.Background()
+		sub.OnDecision(ctx, ev)
+		b.ReportAllocs()
+		for b.Loop() {
+			sub.OnDecision(ctx, ev)
+		}
+	})
 	b.Run("events", func(b *testing.B) {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
