@@ -54,7 +54,10 @@ type stack struct {
 }
 
 func newProm() ratelimit.Subscriber {
-	c := prom.NewCollector()
+	c, err := prom.NewCollector()
+	if err != nil {
+		panic(err)
+	}
 	prometheus.NewRegistry().MustRegister(c)
 	return c
 }
@@ -302,7 +305,10 @@ func cpuTime(b *testing.B) time.Duration {
 func TestAllThree(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t)
-	metrics := prom.NewCollector()
+	metrics, err := prom.NewCollector()
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metrics)
 	spans := tracetest.NewSpanRecorder()

@@ -22,7 +22,7 @@ func BenchmarkOnDecision(b *testing.B) {
 		{"sampled-span", sampledCtx(traceHex, spanHex)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			m := NewCollector()
+			m := mustCollector(b)
 			m.OnDecision(bc.ctx, ev)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -31,7 +31,7 @@ func BenchmarkOnDecision(b *testing.B) {
 		})
 	}
 	b.Run("parallel", func(b *testing.B) {
-		m := NewCollector()
+		m := mustCollector(b)
 		ctx := context.Background()
 		m.OnDecision(ctx, ev)
 		b.ReportAllocs()

@@ -4,7 +4,8 @@
 // subscribe it to one or more limiters and register it on a registry of your
 // choice (it never registers itself on the global one):
 //
-//	metrics := prom.NewCollector()
+//	metrics, err := prom.NewCollector()
+//	...
 //	reg.MustRegister(metrics)
 //	limiter, err := ratelimit.New(rdb, limit, ratelimit.WithSubscribers(metrics))
 //

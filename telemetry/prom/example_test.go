@@ -25,7 +25,10 @@ func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	metrics := prom.NewCollector()
+	metrics, err := prom.NewCollector()
+	if err != nil {
+		panic(err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics)
 	mux := http.NewServeMux()

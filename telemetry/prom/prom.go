@@ -3,6 +3,8 @@ package prom
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -76,8 +78,9 @@ type config struct {
 }
 
 // WithBuckets replaces DefaultBuckets as the classic buckets of the
-// duration histogram, in seconds (increasing). An empty list keeps the
-// default. The slice is copied.
+// duration histogram: upper bounds in seconds, strictly increasing (else
+// NewCollector fails). An empty list keeps the default. The slice is
+// copied.
 func WithBuckets(buckets ...float64) Option {
 	return optionFunc(func(c *config) {
 		if len(buckets) > 0 {
@@ -87,8 +90,9 @@ func WithBuckets(buckets ...float64) Option {
 }
 
 // WithConstLabels adds labels with fixed values to every metric, e.g. a
-// service name when several share a registry. The map is copied. Its keys
-// must not be one of the package's label names.
+// service name when several share a registry. The map is copied. A key
+// that is not a valid label name, or is one of the package's label names,
+// makes NewCollector fail.
 func WithConstLabels(labels prometheus.Labels) Option {
 	return optionFunc(func(c *config) {
 		c.constLabels = make(prometheus.Labels, len(labels))
@@ -125,12 +129,18 @@ type Collector struct {
 }
 
 // NewCollector returns a Collector. Register it with a prometheus.Registerer
-// and subscribe it to limiters.
-func NewCollector(opts ...Option) *Collector {
+// and subscribe it to limiters. Bad buckets or constant labels give an
+// error wrapping ratelimit.ErrInvalidOption.
+func NewCollector(opts ...Option) (*Collector, error) {
 	cfg := config{buckets: DefaultBuckets, exemplars: true}
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&cfg)
+		}
+	}
+	for i, b := range cfg.buckets {
+		if math.IsNaN(b) || i > 0 && b <= cfg.buckets[i-1] {
+			return nil, fmt.Errorf("%w: histogram buckets %v must be strictly increasing numbers", ratelimit.ErrInvalidOption, cfg.buckets)
 		}
 	}
 	outcome := []string{LabelNamespace, LabelAlgorithm, LabelDecision, LabelReason}
@@ -167,7 +177,12 @@ func NewCollector(opts ...Option) *Collector {
 		exemplars: cfg.exemplars,
 		buckets:   cfg.buckets,
 	}
-	return c
+	// A throwaway registry checks the descriptions (label names, clashes)
+	// now rather than when the user registers, or panics, later.
+	if err := prometheus.NewPedanticRegistry().Register(c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ratelimit.ErrInvalidOption, err)
+	}
+	return c, nil
 }
 
 // Describe implements prometheus.Collector.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,6 +31,33 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func mustCollector(t testing.TB, opts ...Option) *Collector {
+	t.Helper()
+	c, err := NewCollector(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestBadOptions(t *testing.T) {
+	for name, opts := range map[string][]Option{
+		"unsorted buckets": {WithBuckets(0.01, 0.001)},
+		"repeated bucket":  {WithBuckets(0.001, 0.001)},
+		"NaN bucket":       {WithBuckets(math.NaN())},
+		"bad label name":   {WithConstLabels(prometheus.Labels{"\xff": "x"})},
+		"clashing label":   {WithConstLabels(prometheus.Labels{LabelNamespace: "x"})},
+	} {
+		c, err := NewCollector(opts...)
+		if !errors.Is(err, ratelimit.ErrInvalidOption) || c != nil || !strings.HasPrefix(err.Error(), "ratelimit: ") {
+			t.Errorf("%s: %v, %v; want an ErrInvalidOption", name, c, err)
+		}
+	}
+	if _, err := NewCollector(WithBuckets(), nil, WithConstLabels(prometheus.Labels{"service": "shop"})); err != nil {
+		t.Errorf("good options: %v", err)
+	}
+}
 
 // newLimiter returns a limiter on a fresh miniredis, and the miniredis.
 func newLimiter(t *testing.T, lim ratelimit.Limit, opts ...ratelimit.Option) (*ratelimit.Limiter, *miniredis.Miniredis) {
@@ -69,7 +97,7 @@ const (
 // limiters (on miniredis, including a real connection failure) and
 // compares every counter exactly.
 func TestScriptedDecisions(t *testing.T) {
-	m := NewCollector()
+	m := mustCollector(t)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
 
@@ -161,7 +189,7 @@ ratelimit_events_dropped_total{algorithm="token_bucket",namespace="api",subscrib
 // TestDurationHistogram compares the histogram exactly, buckets, sum and
 // count, after synthetic events of known durations.
 func TestDurationHistogram(t *testing.T) {
-	m := NewCollector(WithBuckets(0.0001, 0.001, 0.01))
+	m := mustCollector(t, WithBuckets(0.0001, 0.001, 0.01))
 	ev := func(d time.Duration) ratelimit.Event {
 		return ratelimit.Event{Namespace: "api", Cost: 1, Result: ratelimit.Result{Allowed: true}, Start: time.Unix(1, 0), Duration: d}
 	}
@@ -192,7 +220,7 @@ ratelimit_backend_duration_seconds_count{algorithm="token_bucket",namespace="api
 }
 
 func TestExemplar(t *testing.T) {
-	m := NewCollector()
+	m := mustCollector(t)
 	ev := ratelimit.Event{Namespace: "api", Cost: 1, Result: ratelimit.Result{Allowed: true}, Start: time.Unix(1, 0), Duration: 40 * time.Microsecond}
 	m.OnDecision(sampledCtx(traceHex, spanHex), ev)
 	h := gatherHistogram(t, m)
@@ -221,9 +249,9 @@ func TestExemplar(t *testing.T) {
 		c   *Collector
 		ctx context.Context
 	}{
-		"unsampled": {NewCollector(), trace.ContextWithSpanContext(context.Background(),
+		"unsampled": {mustCollector(t), trace.ContextWithSpanContext(context.Background(),
 			trace.SpanContextFromContext(sampledCtx(traceHex, spanHex)).WithTraceFlags(0))},
-		"off": {NewCollector(WithExemplars(false)), sampledCtx(traceHex, spanHex)},
+		"off": {mustCollector(t, WithExemplars(false)), sampledCtx(traceHex, spanHex)},
 	} {
 		tc.c.OnDecision(tc.ctx, ev)
 		h := gatherHistogram(t, tc.c)
@@ -241,7 +269,7 @@ func TestExemplar(t *testing.T) {
 // TestExemplarInterval: one exemplar per bucket per ExemplarInterval, by
 // the events' own times.
 func TestExemplarInterval(t *testing.T) {
-	m := NewCollector(WithBuckets(0.001, 0.01))
+	m := mustCollector(t, WithBuckets(0.001, 0.01))
 	t0 := time.Unix(1000, 0)
 	ev := func(at time.Time, d time.Duration) ratelimit.Event {
 		return ratelimit.Event{Namespace: "api", Cost: 1, Result: ratelimit.Result{Allowed: true}, Start: at, Duration: d}
@@ -274,7 +302,7 @@ func TestExemplarInterval(t *testing.T) {
 // TestLint runs promlint (as promtool does) over every metric, each with
 // at least one series.
 func TestLint(t *testing.T) {
-	m := NewCollector(WithConstLabels(prometheus.Labels{"service": "shop"}))
+	m := mustCollector(t, WithConstLabels(prometheus.Labels{"service": "shop"}))
 	feedAll(m)
 	if n := testutil.CollectAndCount(m); n != 9 {
 		t.Fatalf("%d series, want 9", n)
@@ -311,7 +339,7 @@ func feedAll(m *Collector) {
 // OpenMetrics: prometheus/prometheus#8932; both scrapes hold the same
 // families.)
 func TestExposition(t *testing.T) {
-	m := NewCollector()
+	m := mustCollector(t)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
 	feedAll(m)
@@ -444,7 +472,7 @@ func scrape(t *testing.T, url, accept string) (body, contentType string) {
 // TestNoAllocs: once a namespace and algorithm are cached, an event without
 // a sampled span costs no allocation, whatever its outcome.
 func TestNoAllocs(t *testing.T) {
-	m := NewCollector()
+	m := mustCollector(t)
 	feedAll(m) // resolves every child used below
 	ctx := context.Background()
 	base := ratelimit.Event{Namespace: "api", Cost: 1, Start: time.Unix(1, 0), Duration: 40 * time.Microsecond}
@@ -467,7 +495,7 @@ func TestNoAllocs(t *testing.T) {
 // TestConcurrent publishes from many goroutines on new and cached series
 // (run with -race) and checks that no event is lost.
 func TestConcurrent(t *testing.T) {
-	m := NewCollector()
+	m := mustCollector(t)
 	const goroutines, each = 8, 500
 	namespaces := []string{"a", "b", "c"}
 	done := make(chan struct{})
