@@ -378,3 +378,52 @@ func decisions(t *testing.T, g prometheus.Gatherer, decision string) float64 {
 	t.Fatalf("no %s decisions series", decision)
 	return 0
 }
+
+// TestPromAddsNoAllocations: on real Redis, Allow allocates as often with
+// the Prometheus subscriber as with none (also with a sampled span in the
+// context, past the first exemplar of each bucket, or with the slog
+// subscriber at Info, or with the otel one and no span in the context).
+func TestPromAddsNoAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not reproducible under -race (sync.Pool drops items)")
+	}
+	srv := redistest.Start(t)
+	client := srv.Client(t)
+	app := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer app.Shutdown(context.Background())
+	traced, span := app.Tracer("app").Start(context.Background(), "request")
+	defer span.End()
+	otelSub, _, _, stop := newOTel(nil)
+	defer stop()
+
+	allocs := func(ctx context.Context, subs ...ratelimit.Subscriber) float64 {
+		l, err := ratelimit.New(client, ratelimit.PerSecond(1e9), ratelimit.WithTimeout(5*time.Second), ratelimit.WithSubscribers(subs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 10 { // warm: connection, script cache, series, exemplars
+			if _, err := l.Allow(ctx, "user:1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return testing.AllocsPerRun(200, func() {
+			if _, err := l.Allow(ctx, "user:1"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	base := allocs(context.Background())
+	if base == 0 {
+		t.Fatal("Allow without subscribers does not allocate at all: the measurement is broken")
+	}
+	for name, got := range map[string]float64{
+		"prom":        allocs(context.Background(), newProm()),
+		"prom-traced": allocs(traced, newProm()),
+		"slog":        allocs(context.Background(), newSlog(io.Discard)),
+		"all":         allocs(context.Background(), newProm(), otelSub, newSlog(io.Discard)),
+	} {
+		if got != base {
+			t.Errorf("%s: %v allocations per Allow, %v without subscribers", name, got, base)
+		}
+	}
+}

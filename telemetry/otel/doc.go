@@ -1,19 +1,20 @@
 // Package otel exports rate-limit decisions to OpenTelemetry: one span per
 // decision, and metrics for pipelines that are OTLP only.
 //
-//	sub := otel.NewSubscriber() // the global TracerProvider and MeterProvider
+//	sub := rlotel.NewSubscriber() // the global TracerProvider and MeterProvider
 //	limiter, err := ratelimit.New(rdb, limit, ratelimit.WithSubscribers(sub))
 //
 // The package is named otel after its directory; a program that also imports
-// go.opentelemetry.io/otel names one of them, e.g.
+// go.opentelemetry.io/otel names one of them, as here:
 //
 //	rlotel "github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
 //
 // # Spans
 //
 // Each decision becomes a span of kind Client named "ratelimit <namespace>",
-// a child of the span in the caller's context, starting when the Redis call started and ending when it returned
-// (Event.Start and Event.Start+Event.Duration). Its attributes:
+// a child of the span in the caller's context, starting when the Redis call
+// started and ending when it returned (Event.Start and
+// Event.Start+Event.Duration). Its attributes:
 //
 //	ratelimit.namespace     the limiter's namespace
 //	ratelimit.algorithm     "token_bucket"
@@ -21,7 +22,7 @@
 //	ratelimit.reason        "quota", "fail_open", "fail_closed", ...
 //	ratelimit.cost          the cost asked for
 //	ratelimit.remaining     tokens left (not when Redis failed: unknown then)
-//	ratelimit.retry_after   seconds until the cost would fit (blocked by quota only)
+//	ratelimit.retry_after   seconds until the cost would fit (blocked, Redis up)
 //	db.system.name          "redis"
 //	db.operation.name       "EVALSHA"
 //	db.stored_procedure.name the script: the algorithm's name
@@ -75,6 +76,10 @@
 // # Cost
 //
 // Attribute sets and measurement options are computed once per namespace,
-// algorithm, server and outcome; what remains per decision is the span itself
-// (its allocations are the SDK's) and a few per-decision attributes.
+// algorithm, server and outcome. A decision without a span costs the three
+// metric measurements and no allocation. A sampled span costs what the SDK
+// spends on a span (about 14 allocations, 3 KB, and with the batch span
+// processor a hand-off to its goroutine per span, which dominates on a small
+// machine); an event costs about 5 allocations and 1 KB. The README's
+// "Measured" section has the numbers on real Redis.
 package otel

@@ -443,3 +443,22 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("counted %d decisions, want %d", total, goroutines*each)
 	}
 }
+
+// TestMetricsOnlyNoAllocs: a decision without a span in the context (no
+// span then) costs the metric measurements and no allocation.
+func TestMetricsOnlyNoAllocs(t *testing.T) {
+	h := newHarness(t)
+	ev := ratelimit.Event{Namespace: "api", Cost: 1, ServerAddr: "127.0.0.1:6379",
+		Result: ratelimit.Result{Allowed: true, Remaining: 3}, Start: time.Unix(1, 0), Duration: time.Millisecond}
+	failed := ev
+	failed.Result = ratelimit.Result{Allowed: true, Reason: ratelimit.ReasonFailOpen}
+	failed.Err = &ratelimit.BackendError{Type: ratelimit.ErrorTimeout, Err: context.DeadlineExceeded}
+	ctx := context.Background()
+	h.sub.OnDecision(ctx, ev)
+	h.sub.OnDecision(ctx, failed)
+	for name, e := range map[string]ratelimit.Event{"allowed": ev, "failed": failed} {
+		if n := testing.AllocsPerRun(200, func() { h.sub.OnDecision(ctx, e) }); n != 0 {
+			t.Errorf("%s: %v allocations per decision, want 0", name, n)
+		}
+	}
+}
