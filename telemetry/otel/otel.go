@@ -25,27 +25,46 @@ const ScopeName = "github.com/distributed-rate-limiter/ratelimit-go/telemetry/ot
 
 // Attribute keys of the spans and metrics.
 const (
-	NamespaceKey  = attribute.Key("ratelimit.namespace")
-	AlgorithmKey  = attribute.Key("ratelimit.algorithm")
-	DecisionKey   = attribute.Key("ratelimit.decision")
-	ReasonKey     = attribute.Key("ratelimit.reason")
-	CostKey       = attribute.Key("ratelimit.cost")
-	RemainingKey  = attribute.Key("ratelimit.remaining")
+	// NamespaceKey is the limiter's namespace.
+	NamespaceKey = attribute.Key("ratelimit.namespace")
+	// AlgorithmKey is the limiter's algorithm ("token_bucket").
+	AlgorithmKey = attribute.Key("ratelimit.algorithm")
+	// DecisionKey is Allowed or Blocked.
+	DecisionKey = attribute.Key("ratelimit.decision")
+	// ReasonKey is the ratelimit.Reason: "quota", "fail_open",
+	// "fail_closed", and any added later.
+	ReasonKey = attribute.Key("ratelimit.reason")
+	// CostKey is the cost asked for (spans and events only).
+	CostKey = attribute.Key("ratelimit.cost")
+	// RemainingKey is the cost that could still be spent at once (spans
+	// and events only; absent when Redis failed).
+	RemainingKey = attribute.Key("ratelimit.remaining")
+	// RetryAfterKey is, for a block by Redis, the seconds until the cost
+	// would fit, as a float (spans and events only).
 	RetryAfterKey = attribute.Key("ratelimit.retry_after")
 )
 
 // Values of DecisionKey.
 const (
+	// Allowed is the decision of a call that was let through.
 	Allowed = "allowed"
+	// Blocked is the decision of a call that was denied.
 	Blocked = "blocked"
 )
 
 // Metric names. Like the attribute keys, they are part of the package's
 // API and do not change.
 const (
+	// DecisionsMetric counts decisions ({decision}), with the namespace,
+	// algorithm, decision and reason attributes.
 	DecisionsMetric = "ratelimit.decisions"
-	CostMetric      = "ratelimit.cost"
-	DurationMetric  = "ratelimit.backend.duration"
+	// CostMetric counts cost units asked for ({token}), with the
+	// attributes of DecisionsMetric.
+	CostMetric = "ratelimit.cost"
+	// DurationMetric is the histogram of Redis round trips in seconds,
+	// with namespace, algorithm, db.system.name and, on failure,
+	// error.type.
+	DurationMetric = "ratelimit.backend.duration"
 )
 
 // DurationBuckets are the bucket boundaries advised for DurationMetric, in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -19,26 +20,46 @@ import (
 // Metric names. They are part of the package's API: dashboards and alert
 // rules are written against them, so they do not change.
 const (
-	DecisionsName       = "ratelimit_decisions_total"
-	CostName            = "ratelimit_cost_total"
+	// DecisionsName is the counter of decisions, labelled namespace,
+	// algorithm, decision and reason.
+	DecisionsName = "ratelimit_decisions_total"
+	// CostName is the counter of cost units asked for, with the labels of
+	// DecisionsName.
+	CostName = "ratelimit_cost_total"
+	// BackendDurationName is the histogram of Redis round trips in
+	// seconds, labelled namespace and algorithm.
 	BackendDurationName = "ratelimit_backend_duration_seconds"
-	BackendErrorsName   = "ratelimit_backend_errors_total"
-	DroppedName         = "ratelimit_events_dropped_total"
+	// BackendErrorsName is the counter of backend failures, labelled
+	// namespace, algorithm and type.
+	BackendErrorsName = "ratelimit_backend_errors_total"
+	// DroppedName is the counter of events an asynchronous subscriber
+	// dropped, labelled namespace, algorithm and subscriber.
+	DroppedName = "ratelimit_events_dropped_total"
 )
 
 // Label names.
 const (
-	LabelNamespace  = "namespace"
-	LabelAlgorithm  = "algorithm"
-	LabelDecision   = "decision"
-	LabelReason     = "reason"
-	LabelType       = "type"
+	// LabelNamespace is the limiter's namespace (ratelimit.WithNamespace).
+	LabelNamespace = "namespace"
+	// LabelAlgorithm is the limiter's algorithm ("token_bucket").
+	LabelAlgorithm = "algorithm"
+	// LabelDecision is Allowed or Blocked.
+	LabelDecision = "decision"
+	// LabelReason is the ratelimit.Reason: "quota", "fail_open",
+	// "fail_closed", and any added later.
+	LabelReason = "reason"
+	// LabelType is the ratelimit.ErrorType of a backend failure.
+	LabelType = "type"
+	// LabelSubscriber names the asynchronous subscriber that dropped
+	// events (see Collector.Dropped).
 	LabelSubscriber = "subscriber"
 )
 
 // Values of the decision label.
 const (
+	// Allowed is the decision label of a call that was let through.
 	Allowed = "allowed"
+	// Blocked is the decision label of a call that was denied.
 	Blocked = "blocked"
 )
 
@@ -132,7 +153,7 @@ type Collector struct {
 // and subscribe it to limiters. Bad buckets or constant labels give an
 // error wrapping ratelimit.ErrInvalidOption.
 func NewCollector(opts ...Option) (*Collector, error) {
-	cfg := config{buckets: DefaultBuckets, exemplars: true}
+	cfg := config{buckets: slices.Clone(DefaultBuckets), exemplars: true}
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&cfg)
