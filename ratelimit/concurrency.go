@@ -115,7 +115,9 @@ func (c *ConcurrencyLimiter) Namespace() string { return c.l.cfg.namespace }
 func (c *ConcurrencyLimiter) Bus() *Bus { return c.l.bus }
 
 // Subscribe is shorthand for c.Bus().Subscribe(s).
-func (c *ConcurrencyLimiter) Subscribe(s Subscriber) (unsubscribe func()) { return c.l.bus.Subscribe(s) }
+func (c *ConcurrencyLimiter) Subscribe(s Subscriber) (unsubscribe func()) {
+	return c.l.bus.Subscribe(s)
+}
 
 // Key returns the Redis key of identity's leases (a sorted set; a second key,
 // Key + ":meta", holds their total weight).

@@ -64,13 +64,13 @@ type config struct {
 	// that reject it.
 	algorithmSet bool
 	fail         FailStrategy
-	timeout   time.Duration
-	secret    []byte
-	bus       *Bus
-	subs      []Subscriber
-	shadow    bool
-	leaseTTL  time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
-	now       func() time.Time // tests only: replaces Redis TIME
+	timeout      time.Duration
+	secret       []byte
+	bus          *Bus
+	subs         []Subscriber
+	shadow       bool
+	leaseTTL     time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
+	now          func() time.Time // tests only: replaces Redis TIME
 }
 
 func defaultConfig() config {
