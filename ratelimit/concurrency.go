@@ -56,7 +56,7 @@ func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*C
 	if err != nil {
 		return nil, err
 	}
-	if cfg.algorithmSet {
+	if cfg.algSet {
 		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewConcurrency", ErrInvalidOption)
 	}
 	if err := checkMax(max); err != nil {

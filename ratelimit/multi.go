@@ -87,7 +87,7 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 	if err != nil {
 		return nil, err
 	}
-	if cfg.algorithmSet {
+	if cfg.algSet {
 		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewMulti: set Quota.Algorithm", ErrInvalidOption)
 	}
 	if cfg.leaseTTL != 0 {

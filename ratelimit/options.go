@@ -60,17 +60,15 @@ func (f optionFunc) apply(c *config) error { return f(c) }
 type config struct {
 	namespace string
 	algorithm Algorithm
-	// algorithmSet records that WithAlgorithm was given, for the limiters
-	// that reject it.
-	algorithmSet bool
-	fail         FailStrategy
-	timeout      time.Duration
-	secret       []byte
-	bus          *Bus
-	subs         []Subscriber
-	shadow       bool
-	leaseTTL     time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
-	now          func() time.Time // tests only: replaces Redis TIME
+	algSet    bool // WithAlgorithm was given (the limiters that take none reject it)
+	fail      FailStrategy
+	timeout   time.Duration
+	secret    []byte
+	bus       *Bus
+	subs      []Subscriber
+	shadow    bool
+	leaseTTL  time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
+	now       func() time.Time // tests only: replaces Redis TIME
 }
 
 func defaultConfig() config {
@@ -136,7 +134,7 @@ func WithAlgorithm(a Algorithm) Option {
 		if a == Concurrency {
 			return fmt.Errorf("%w: the concurrency limiter is built by NewConcurrency, not WithAlgorithm", ErrInvalidOption)
 		}
-		c.algorithm, c.algorithmSet = a, true
+		c.algorithm, c.algSet = a, true
 		return nil
 	})
 }
