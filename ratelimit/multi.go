@@ -114,7 +114,7 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 		}
 		pol, err := q.Algorithm.prepare(q.Limit)
 		if err != nil {
-			return nil, fmt.Errorf("quota %q: %w", q.Name, err)
+			return nil, fmt.Errorf("%w (quota %q)", err, q.Name)
 		}
 		m.quotas[i] = multiQuota{
 			Quota:  q,
