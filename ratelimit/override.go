@@ -9,8 +9,8 @@ package ratelimit
 // is one small allocation and no Redis call (keep one view per plan to
 // avoid even that). Because the keys are the same, an identity that changes
 // plan keeps its state:
-//   - TokenBucket keeps the same fraction of a token per token of burst
-//     (rescaled on the next call) and refills at the new rate;
+//   - TokenBucket keeps the tokens left (at most the new burst) and
+//     refills at the new rate;
 //   - FixedWindow and SlidingWindow keep the units already spent in the
 //     current window (with a new Per, the spend of the old window that
 //     overlaps the new one still counts); spend above a lowered quota
