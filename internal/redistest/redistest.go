@@ -1,5 +1,6 @@
 // Package redistest starts real redis-server processes for tests, on free
-// loopback ports, and stops them when the test ends.
+// loopback ports, and stops them when the test ends: single servers (Start)
+// and Redis Clusters (StartCluster).
 //
 // When redis-server is not installed the tests that need it are skipped with
 // a message, unless RATELIMIT_REQUIRE_REDIS=1 is set (as .ci/run does), in
@@ -51,7 +52,7 @@ func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y redis-server): %v", name, err)
+		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y redis-server redis-tools): %v", name, err)
 		if os.Getenv(RequireEnv) == "1" {
 			tb.Fatalf("%s=1 and %s", RequireEnv, msg)
 		}
@@ -65,6 +66,13 @@ func Binary(tb testing.TB, name string) string {
 // command-line arguments ("--maxmemory", "1mb", ...).
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
+	return startWith(tb, func() ([]string, error) { return extra, nil })
+}
+
+// startWith starts a server whose extra arguments are chosen afresh for
+// each attempt (a cluster node needs a free bus port too).
+func startWith(tb testing.TB, extra func() ([]string, error)) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb, "redis-server"), dir: tb.TempDir()}
 	var lastErr error
 	for range 5 {
@@ -72,13 +80,17 @@ func Start(tb testing.TB, extra ...string) *Server {
 		if err != nil {
 			tb.Fatalf("redistest: free port: %v", err)
 		}
+		more, err := extra()
+		if err != nil {
+			tb.Fatalf("redistest: %v", err)
+		}
 		s.Port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.args = append([]string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", s.dir,
 			"--daemonize", "no", "--loglevel", "warning",
-		}, extra...)
+		}, more...)
 		if lastErr = s.start(); lastErr == nil {
 			tb.Cleanup(s.Stop)
 			return s
