@@ -328,3 +328,24 @@ func TestNewBadInput(t *testing.T) {
 		t.Fatalf("bad input published %d events", n)
 	}
 }
+
+// TestClockBackwards: after a failover to a node whose clock is behind, a
+// spent quota must stay spent (no second quota from an earlier window).
+func TestClockBackwards(t *testing.T) {
+	for _, alg := range limiterAlgorithms {
+		for _, b := range backends(t) {
+			t.Run(alg.String()+"/"+b.name, func(t *testing.T) {
+				ctx := context.Background()
+				l := mustNew(t, b.client, PerMinute(5), append(b.opts, WithAlgorithm(alg))...)
+				if res, err := l.AllowN(ctx, "u", 5); err != nil || !res.Allowed {
+					t.Fatalf("spend: %+v %v", res, err)
+				}
+				b.advance(-90 * time.Second)
+				res, err := l.Allow(ctx, "u")
+				if err != nil || res.Allowed || res.RetryAfter <= 0 {
+					t.Fatalf("90 s back in time: %+v %v, want a denial", res, err)
+				}
+			})
+		}
+	}
+}
