@@ -127,7 +127,7 @@ func TestConcurrencyTable(t *testing.T) {
 
 func TestLeaseIDs(t *testing.T) {
 	b := miniBackend(t)
-	c := mustNewConcurrency(t, b.client, 1000)
+	c := mustNewConcurrency(t, b.client, 1000, b.opts...)
 	hex32 := regexp.MustCompile(`^[0-9a-f]{32}$`)
 	seen := map[string]bool{}
 	for range 200 {
@@ -145,7 +145,7 @@ func TestLeaseIDs(t *testing.T) {
 func TestConcurrencyWithMax(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
-	free := mustNewConcurrency(t, b.client, 1)
+	free := mustNewConcurrency(t, b.client, 1, b.opts...)
 	pro, err := free.WithMax(3)
 	if err != nil {
 		t.Fatal(err)

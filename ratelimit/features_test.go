@@ -69,7 +69,7 @@ func TestShadow(t *testing.T) {
 func TestShadowMultiAndConcurrency(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
-	m := mustNewMulti(t, b.client, []Quota{{Name: "a", Limit: PerMinute(1)}, {Name: "b", Limit: PerHour(5), Algorithm: FixedWindow}}, WithShadow())
+	m := mustNewMulti(t, b.client, []Quota{{Name: "a", Limit: PerMinute(1)}, {Name: "b", Limit: PerHour(5), Algorithm: FixedWindow}}, append(b.opts, WithShadow())...)
 	for i := range 3 {
 		res, err := m.Allow(ctx, "u")
 		if err != nil || !res.Allowed || res.Shadowed() != (i > 0) {
@@ -79,7 +79,7 @@ func TestShadowMultiAndConcurrency(t *testing.T) {
 			t.Fatalf("multi call %d: the would-be denial is not shown, or b was spent: %+v", i, res)
 		}
 	}
-	c := mustNewConcurrency(t, b.client, 1, WithShadow())
+	c := mustNewConcurrency(t, b.client, 1, append(b.opts, WithShadow())...)
 	held, _, err := c.Acquire(ctx, "u", 1)
 	if err != nil || held == nil || !held.Tracked() {
 		t.Fatalf("first lease: %v %v", held, err)
@@ -162,7 +162,7 @@ func TestEventsPerAlgorithm(t *testing.T) {
 	ctx := context.Background()
 	for _, alg := range limiterAlgorithms {
 		rec := &recorder{}
-		l := mustNew(t, b.client, PerMinute(1), WithAlgorithm(alg), WithNamespace("ev"), WithSubscribers(rec))
+		l := mustNew(t, b.client, PerMinute(1), append(b.opts, WithAlgorithm(alg), WithNamespace("ev"), WithSubscribers(rec))...)
 		_, _ = l.Allow(ctx, "u")
 		_, _ = l.Allow(ctx, "u")
 		_, _ = l.Peek(ctx, "u")
@@ -199,7 +199,7 @@ func TestWindowTTL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.alg.String(), func(t *testing.T) {
 			b := miniBackend(t)
-			l := mustNew(t, b.client, PerMinute(10), WithAlgorithm(tc.alg))
+			l := mustNew(t, b.client, PerMinute(10), append(b.opts, WithAlgorithm(tc.alg))...)
 			if _, err := l.AllowN(context.Background(), "ttl", 3); err != nil {
 				t.Fatal(err)
 			}
@@ -255,8 +255,8 @@ func mustKey(t *testing.T, l *Limiter, id string) string {
 func TestNewBadInput(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
-	c := mustNewConcurrency(t, b.client, 4)
-	l := mustNew(t, b.client, PerSecond(10), WithAlgorithm(SlidingLog))
+	c := mustNewConcurrency(t, b.client, 4, b.opts...)
+	l := mustNew(t, b.client, PerSecond(10), append(b.opts, WithAlgorithm(SlidingLog))...)
 	rec := &recorder{}
 	l.Subscribe(rec)
 	c.Subscribe(rec)

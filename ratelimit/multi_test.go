@@ -167,7 +167,7 @@ func TestMultiBadInput(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
 	good := []Quota{{Name: "rps", Limit: PerSecond(10)}, {Name: "tokens", Limit: PerMinute(1000), Algorithm: FixedWindow}}
-	m := mustNewMulti(t, b.client, good)
+	m := mustNewMulti(t, b.client, good, b.opts...)
 	rec := &recorder{}
 	m.Subscribe(rec)
 	many := make([]Quota, MaxQuotas+1)
