@@ -178,9 +178,10 @@ func TestLeaseRealExpiry(t *testing.T) {
 		t.Fatalf("acquire: %+v %v", res, err)
 	}
 	// The holder "crashes": the lease is dropped without Release.
-	pttl := rdb.PTTL(ctx, key).Val()
-	if pttl <= 0 || pttl > 50*time.Millisecond {
-		t.Fatalf("PTTL of the leases %v, want in (0, 50ms]", pttl)
+	// -1 is a key without a TTL; -2 (already expired, on a slow machine)
+	// is fine.
+	if pttl := rdb.PTTL(ctx, key).Val(); pttl == -1 || pttl > 50*time.Millisecond {
+		t.Fatalf("PTTL of the leases %v, want a TTL of at most 50ms", pttl)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for rdb.Exists(ctx, key, key+metaSuffix).Val() != 0 {
@@ -200,15 +201,16 @@ func TestKeepAlive(t *testing.T) {
 	srv := redistestStart(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	const ttl = 60 * time.Millisecond
+	// Ten extensions per TTL: a loaded CI machine may delay a few.
+	const ttl = 500 * time.Millisecond
 	c := mustNewConcurrency(t, rdb, 1, WithLeaseTTL(ttl), WithTimeout(time.Second))
 	lease, res, err := c.Acquire(ctx, "job", 1)
 	if err != nil || !res.Allowed {
 		t.Fatalf("acquire: %+v %v", res, err)
 	}
-	leaseCtx, stop := lease.KeepAlive(ctx, ttl/4)
+	leaseCtx, stop := lease.KeepAlive(ctx, ttl/10)
 	defer stop()
-	// Hold it for 5 TTLs of Redis's clock.
+	// Hold it for 3 TTLs of Redis's clock.
 	start, err := rdb.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +220,7 @@ func TestKeepAlive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if now.Sub(start) > 5*ttl {
+		if now.Sub(start) > 3*ttl {
 			break
 		}
 		if leaseCtx.Err() != nil {

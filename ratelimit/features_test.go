@@ -229,8 +229,10 @@ func TestWindowTTL(t *testing.T) {
 		}
 		keys := l.scriptKeys(mustKey(t, l, "ttl"))
 		for _, k := range keys {
-			if pttl := rdb.PTTL(ctx, k).Val(); pttl <= 0 || pttl > 40*time.Millisecond {
-				t.Fatalf("%v: PTTL %v of %s, want in (0, 40ms]", alg, pttl, k)
+			// -1 is a key without a TTL; -2 (already expired, on a slow
+			// machine) is fine.
+			if pttl := rdb.PTTL(ctx, k).Val(); pttl == -1 || pttl > 40*time.Millisecond {
+				t.Fatalf("%v: PTTL %v of %s, want a TTL of at most 40ms", alg, pttl, k)
 			}
 		}
 		deadline := time.Now().Add(5 * time.Second)
