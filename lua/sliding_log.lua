@@ -98,6 +98,7 @@ end
 if n < 0 then n = 0 end
 
 local allowed = 0
+local added = false
 if mode == 2 then
   allowed = 1
   -- Refund from the newest entries: that is where the most recent spend
@@ -124,12 +125,19 @@ elseif n + cost <= quota then
     seq = seq + 1
     redis.call('ZADD', LOG, now, string.format('%d:%d', seq, cost))
     n = n + cost
-    dirty = true
+    dirty, added = true, true
   end
 end
 
 if dirty then
-  local top = redis.call('ZRANGE', LOG, -1, -1, 'WITHSCORES')
+  -- The newest entry is the one just added (now is never before it), or
+  -- else has to be looked up.
+  local top = {}
+  if added then
+    top = {'', now}
+  else
+    top = redis.call('ZRANGE', LOG, -1, -1, 'WITHSCORES')
+  end
   if n <= 0 or #top == 0 then
     n, newest = 0, 0
     redis.call('DEL', LOG, META)
