@@ -129,6 +129,31 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 	return m, nil
 }
 
+// WithLimits returns a MultiLimiter whose quotas have limits (one per quota,
+// in order) instead of m's, and share everything else with m: names,
+// algorithms, keys, options and bus. It is the per-call override for plans
+// and tiers; an identity that changes plan keeps its state, as described on
+// Limiter.WithLimit. The error wraps ErrInvalidLimit for a wrong number of
+// limits or a limit its quota's algorithm cannot enforce.
+func (m *MultiLimiter) WithLimits(limits ...Limit) (*MultiLimiter, error) {
+	if len(limits) != len(m.quotas) {
+		return nil, fmt.Errorf("%w: %d limits for %d quotas", ErrInvalidLimit, len(limits), len(m.quotas))
+	}
+	view := &MultiLimiter{l: m.l, quotas: make([]multiQuota, len(m.quotas)), args: make([]any, len(m.args))}
+	copy(view.args, m.args)
+	for i, q := range m.quotas {
+		pol, err := q.Algorithm.prepare(limits[i])
+		if err != nil {
+			return nil, fmt.Errorf("%w (quota %q)", err, q.Name)
+		}
+		q.Limit, q.pol = limits[i], pol
+		view.quotas[i] = q
+		base := 3 + 5*i
+		view.args[base+1], view.args[base+2], view.args[base+3] = pol.a, pol.b, pol.c
+	}
+	return view, nil
+}
+
 func validQuotaName(name string) error {
 	if name == "" || len(name) > maxQuotaNameLen {
 		return fmt.Errorf("%w: quota name %q must be 1 to %d bytes", ErrInvalidLimit, name, maxQuotaNameLen)

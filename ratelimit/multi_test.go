@@ -225,3 +225,38 @@ func TestMultiBadInput(t *testing.T) {
 		t.Fatalf("bad input published %d events", n)
 	}
 }
+
+func TestMultiWithLimits(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			free := mustNewMulti(t, b.client, []Quota{
+				{Name: "rpm", Limit: PerMinute(2), Algorithm: FixedWindow},
+				{Name: "daily", Limit: PerDay(10), Algorithm: FixedWindow},
+			}, b.opts...)
+			pro, err := free.WithLimits(PerMinute(100), PerDay(1000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = free.Allow(ctx, "u")
+			_, _ = free.Allow(ctx, "u")
+			if res, _ := free.Allow(ctx, "u"); res.Allowed || res.Quota != "rpm" {
+				t.Fatalf("free plan: %+v", res)
+			}
+			// The upgrade sees the same state, against the new limits.
+			res, err := pro.Allow(ctx, "u")
+			if err != nil || !res.Allowed || res.Quotas[0].Remaining != 97 || res.Quotas[1].Remaining != 997 || res.Quotas[1].Limit != PerDay(1000) {
+				t.Fatalf("pro plan: %+v %v", res, err)
+			}
+			if free.Quotas()[0].Limit != PerMinute(2) {
+				t.Fatal("WithLimits changed the original")
+			}
+			if _, err := free.WithLimits(PerMinute(1)); !errors.Is(err, ErrInvalidLimit) {
+				t.Fatalf("one limit for two quotas: %v", err)
+			}
+			if _, err := free.WithLimits(PerMinute(1).WithBurst(5), PerDay(1)); !errors.Is(err, ErrInvalidLimit) {
+				t.Fatalf("a burst on a window quota: %v", err)
+			}
+		})
+	}
+}
