@@ -351,3 +351,36 @@ func TestClockBackwards(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRawIdentityAnyAlgorithm scans every key and value each algorithm,
+// the leases and the multi-limit call leave in Redis for a guessable
+// identity.
+func TestNoRawIdentityAnyAlgorithm(t *testing.T) {
+	srv := redistestStart(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	const id = "alice@example.com"
+	for _, alg := range limiterAlgorithms {
+		l := mustNew(t, c, PerMinute(10), WithAlgorithm(alg))
+		if res, err := l.AllowN(ctx, id, 3); err != nil || !res.Allowed {
+			t.Fatalf("%v: %+v %v", alg, res, err)
+		}
+	}
+	conc := mustNewConcurrency(t, c, 5)
+	if _, res, err := conc.Acquire(ctx, id, 2); err != nil || !res.Allowed {
+		t.Fatalf("acquire: %+v %v", res, err)
+	}
+	m := mustNewMulti(t, c, []Quota{{Name: "a", Limit: PerSecond(5)}, {Name: "b", Limit: PerDay(50), Algorithm: FixedWindow}})
+	if res, err := m.Allow(ctx, id); err != nil || !res.Allowed {
+		t.Fatalf("multi: %+v %v", res, err)
+	}
+	state := snapshot(t, c)
+	if len(state) != 5+2+2 { // 4 algorithms (the log has 2 keys), leases (2), multi (2)
+		t.Fatalf("%d keys, want 9: %v", len(state), state)
+	}
+	for k, v := range state {
+		if strings.Contains(k, id) || strings.Contains(v, id) || strings.Contains(k, "alice") || strings.Contains(v, "alice") {
+			t.Errorf("raw identity in Redis: %s = %s", k, v)
+		}
+	}
+}
