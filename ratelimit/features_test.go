@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 var windowAlgorithms = []Algorithm{SlidingWindow, SlidingLog, FixedWindow}
@@ -383,4 +385,93 @@ func TestNoRawIdentityAnyAlgorithm(t *testing.T) {
 			t.Errorf("raw identity in Redis: %s = %s", k, v)
 		}
 	}
+}
+
+// aclSortedSets are the commands the sliding log and the leases add to
+// aclCommands (security_test.go). README documents the same list.
+const aclSortedSets = "+hget +zadd +zrem +zcard +zscore +zrange +zrangebyscore +zremrangebyscore"
+
+// TestACLEveryAlgorithm runs every algorithm, the leases and the multi-limit
+// call as a Redis ACL user with only the documented commands: the O(1)
+// algorithms with the token bucket's list, the sorted-set ones with
+// aclSortedSets added.
+func TestACLEveryAlgorithm(t *testing.T) {
+	srv := redistestStart(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	user := func(name, commands string) *redis.Client {
+		args := []any{"ACL", "SETUSER", name, "on", ">s3cret-pass", "~acl:*", "resetchannels"}
+		for _, f := range strings.Fields(commands) {
+			args = append(args, f)
+		}
+		if err := admin.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("ACL SETUSER: %v", err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: name, Password: "s3cret-pass", ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	basic := user("basic", aclCommands)
+	sorted := user("sorted", aclCommands+" "+aclSortedSets)
+	exercise := func(t *testing.T, l *Limiter) {
+		t.Helper()
+		for i, want := range []bool{true, true, false} {
+			res, err := l.Allow(ctx, "u")
+			if err != nil || res.Allowed != want {
+				t.Fatalf("call %d: %+v %v", i, res, err)
+			}
+		}
+		if _, err := l.Refund(ctx, "u", 1); err != nil {
+			t.Fatalf("Refund: %v", err)
+		}
+		if _, err := l.Peek(ctx, "u"); err != nil {
+			t.Fatalf("Peek: %v", err)
+		}
+		if err := l.Reset(ctx, "u"); err != nil {
+			t.Fatalf("Reset: %v", err)
+		}
+	}
+	for _, alg := range []Algorithm{SlidingWindow, FixedWindow} {
+		t.Run(alg.String(), func(t *testing.T) {
+			exercise(t, mustNew(t, basic, PerMinute(2), WithAlgorithm(alg), WithNamespace("acl"), WithFailStrategy(FailClosed)))
+		})
+	}
+	t.Run("multi", func(t *testing.T) {
+		m := mustNewMulti(t, basic, []Quota{{Name: "a", Limit: PerMinute(2)}, {Name: "b", Limit: PerHour(9), Algorithm: SlidingWindow}},
+			WithNamespace("acl"), WithFailStrategy(FailClosed))
+		for i, want := range []bool{true, true, false} {
+			if res, err := m.Allow(ctx, "u"); err != nil || res.Allowed != want {
+				t.Fatalf("call %d: %+v %v", i, res, err)
+			}
+		}
+		if _, err := m.Refund(ctx, "u", 1, 1); err != nil {
+			t.Fatalf("Refund: %v", err)
+		}
+	})
+	t.Run("sliding_log", func(t *testing.T) {
+		exercise(t, mustNew(t, sorted, PerMinute(2), WithAlgorithm(SlidingLog), WithNamespace("acl"), WithFailStrategy(FailClosed)))
+		// The token bucket's list alone is not enough, and that shows.
+		l := mustNew(t, basic, PerMinute(2), WithAlgorithm(SlidingLog), WithNamespace("acl"), WithFailStrategy(FailClosed))
+		var be *BackendError
+		// (A command refused inside a script is an ERR reply, not NOPERM.)
+		if _, err := l.Allow(ctx, "v"); !errors.As(err, &be) || be.Type != ErrorScript || !strings.Contains(err.Error(), "can't run this command") {
+			t.Fatalf("sliding log without the sorted-set commands: %v", err)
+		}
+	})
+	t.Run("concurrency", func(t *testing.T) {
+		c := mustNewConcurrency(t, sorted, 1, WithNamespace("acl"), WithFailStrategy(FailClosed))
+		lease, res, err := c.Acquire(ctx, "u", 1)
+		if err != nil || !res.Allowed {
+			t.Fatalf("Acquire: %+v %v", res, err)
+		}
+		if err := lease.Extend(ctx); err != nil {
+			t.Fatalf("Extend: %v", err)
+		}
+		if err := lease.Release(ctx); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if _, err := c.Peek(ctx, "u"); err != nil {
+			t.Fatalf("Peek: %v", err)
+		}
+	})
 }

@@ -34,7 +34,7 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 	cli := Binary(tb, "redis-cli")
 	c := &Cluster{}
 	for range masters {
-		c.Masters = append(c.Masters, startWith(tb, func() ([]string, error) {
+		c.Masters = append(c.Masters, start(tb, nil, func() ([]string, error) {
 			// The cluster bus listens on its own port; the default,
 			// port+10000, may be taken or past 65535.
 			bus, err := FreePort()
