@@ -475,3 +475,54 @@ func TestACLEveryAlgorithm(t *testing.T) {
 		}
 	})
 }
+
+// TestFailStrategiesNewLimiters: with Redis down, the leases and the
+// multi-limit call follow the fail strategy, return the *BackendError and
+// publish it, like the Limiter.
+func TestFailStrategiesNewLimiters(t *testing.T) {
+	srv := redistestStart(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	rec := &recorder{}
+	bus := NewBus()
+	bus.Subscribe(rec)
+	opts := []Option{WithBus(bus), WithTimeout(200 * time.Millisecond)}
+	openC := mustNewConcurrency(t, c, 1, opts...)
+	closedC := mustNewConcurrency(t, c, 1, append(opts, WithFailStrategy(FailClosed))...)
+	quotas := []Quota{{Name: "a", Limit: PerSecond(1)}, {Name: "b", Limit: PerDay(9), Algorithm: FixedWindow}}
+	openM := mustNewMulti(t, c, quotas, opts...)
+	closedM := mustNewMulti(t, c, quotas, append(opts, WithFailStrategy(FailClosed))...)
+	srv.Stop()
+
+	lease, res, err := openC.Acquire(ctx, "u", 1)
+	if !errors.Is(err, ErrBackend) || !res.FailedOpen() || lease == nil || lease.Tracked() {
+		t.Fatalf("fail-open acquire: %v %+v %v", lease, res, err)
+	}
+	if err := lease.Release(ctx); err != nil { // untracked: nothing to do, no Redis call
+		t.Fatalf("release of an untracked lease: %v", err)
+	}
+	lease, res, err = closedC.Acquire(ctx, "u", 1)
+	if !errors.Is(err, ErrBackend) || res.Allowed || res.Reason != ReasonFailClosed || lease != nil {
+		t.Fatalf("fail-closed acquire: %v %+v %v", lease, res, err)
+	}
+	mres, err := openM.Allow(ctx, "u")
+	if !errors.Is(err, ErrBackend) || !mres.FailedOpen() || len(mres.Quotas) != 2 || !mres.Quotas[1].FailedOpen() || mres.Quotas[1].Limit != PerDay(9) {
+		t.Fatalf("fail-open multi: %+v %v", mres, err)
+	}
+	mres, err = closedM.Allow(ctx, "u")
+	if !errors.Is(err, ErrBackend) || mres.Allowed || mres.Reason != ReasonFailClosed {
+		t.Fatalf("fail-closed multi: %+v %v", mres, err)
+	}
+	if _, err := openM.Refund(ctx, "u", 1, 1); !errors.Is(err, ErrBackend) {
+		t.Fatalf("refund with Redis down: %v", err)
+	}
+	events := rec.all()
+	if len(events) != 4 {
+		t.Fatalf("%d events, want 4 (refunds are not published)", len(events))
+	}
+	for _, e := range events {
+		if !errors.Is(e.Err, ErrBackend) || e.Result.Reason == ReasonQuota {
+			t.Errorf("event %+v lacks the error or the fail reason", e)
+		}
+	}
+}
