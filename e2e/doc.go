@@ -9,7 +9,10 @@
 //   - Jaeger v2 (all-in-one, in-memory), built as a Go tool from the
 //     module in tools/ so that its dependencies stay out of the library's
 //     go.mod and this one;
-//   - two Debian prometheus servers scraping both demos every second with
+//   - in the test process, a limiter of the library's own whose
+//     telemetry.Async subscriber hangs, for ratelimit_events_dropped_total
+//     (the demo subscribes synchronously and drops nothing);
+//   - two Debian prometheus servers scraping all of them every second with
 //     dashboards/alerts.yml loaded: one with exemplar storage (classic
 //     histograms), one with native histograms.
 //

@@ -93,8 +93,18 @@ type procs struct {
 	dir  string
 }
 
+// newProcs keeps the processes' files in a temporary directory, or in
+// E2E_LOG_DIR when it is set (kept after the test, to read the logs).
 func newProcs(t *testing.T) *procs {
-	ps := &procs{dir: t.TempDir()}
+	dir := t.TempDir()
+	if d := os.Getenv("E2E_LOG_DIR"); d != "" {
+		dir = filepath.Join(d, time.Now().Format("20060102-150405"))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("processes' files in %s", dir)
+	}
+	ps := &procs{dir: dir}
 	t.Cleanup(func() {
 		if t.Failed() {
 			ps.dumpLogs(t)

@@ -19,6 +19,12 @@ import (
 // evaluate rules: often, so that a short run has enough samples.
 const scrapeInterval = time.Second
 
+// scrapeJob is a job of the Prometheus configuration.
+type scrapeJob struct {
+	name    string
+	targets []string
+}
+
 // promServer is a prometheus process and its HTTP API.
 type promServer struct {
 	name   string
@@ -28,19 +34,23 @@ type promServer struct {
 }
 
 // startPrometheus starts Debian's prometheus on a free loopback port,
-// scraping targets (host:port of the demos) and evaluating rulesFile.
+// scraping the targets (host:port) of each job and evaluating rulesFile.
 // native turns on the native-histograms feature: Prometheus 2.42 then
 // scrapes protobuf and keeps only the native histogram of a histogram that
 // has one (no classic _bucket series, no exemplars).
-func startPrometheus(t *testing.T, ps *procs, bin, name string, native bool, targets []string, rulesFile string) *promServer {
+func startPrometheus(t *testing.T, ps *procs, bin, name string, native bool, jobs []scrapeJob, rulesFile string) *promServer {
 	t.Helper()
 	dir := filepath.Join(ps.dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	quoted := make([]string, len(targets))
-	for i, tg := range targets {
-		quoted[i] = strconv.Quote(tg)
+	var scrape strings.Builder
+	for _, j := range jobs {
+		quoted := make([]string, len(j.targets))
+		for i, tg := range j.targets {
+			quoted[i] = strconv.Quote(tg)
+		}
+		fmt.Fprintf(&scrape, "  - job_name: %s\n    static_configs:\n      - targets: [%s]\n", strconv.Quote(j.name), strings.Join(quoted, ", "))
 	}
 	config := fmt.Sprintf(`global:
   scrape_interval: %[1]s
@@ -49,10 +59,7 @@ func startPrometheus(t *testing.T, ps *procs, bin, name string, native bool, tar
 rule_files:
   - %[2]s
 scrape_configs:
-  - job_name: ratelimit-demo
-    static_configs:
-      - targets: [%[3]s]
-`, scrapeInterval, strconv.Quote(rulesFile), strings.Join(quoted, ", "))
+%[3]s`, scrapeInterval, strconv.Quote(rulesFile), scrape.String())
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
