@@ -73,7 +73,13 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// Bounded by the test's deadline (go test -timeout), less time for the
+	// processes to stop.
+	deadline := time.Now().Add(15 * time.Minute)
+	if d, ok := t.Deadline(); ok {
+		deadline = d.Add(-30 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ps := newProcs(t)
 
@@ -97,7 +103,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	wg.Go(func() {
 		start := time.Now()
-		jaegerBin, jaegerErr = jaegerBinary(ctx, t, goBin)
+		jaegerBin, jaegerErr = jaegerBinary(ctx, goBin)
 		jaegerTook = time.Since(start)
 	})
 	wg.Wait()

@@ -92,19 +92,40 @@ type grafanaVars struct {
 
 // newGrafanaVars computes the variables as Grafana does for a panel about
 // maxDataPoints wide over [start, end] on a data source whose scrape
-// interval is scrape: the interval is the range over the data points, at
-// least the scrape interval, in whole seconds; $__rate_interval is
-// max($__interval + scrape, 4 * scrape).
+// interval is scrape: $__interval is the range over the data points,
+// rounded to Grafana's nice intervals and at least the scrape interval;
+// $__rate_interval is max($__interval + scrape, 4 * scrape).
 func newGrafanaVars(namespaces []string, start, end time.Time, scrape time.Duration) grafanaVars {
 	const maxDataPoints = 1000
 	rng := end.Sub(start).Round(time.Second)
-	interval := max(scrape, (rng / maxDataPoints).Round(time.Second))
+	interval := max(scrape, roundInterval(rng/maxDataPoints))
 	return grafanaVars{
 		namespaces:   namespaces,
 		interval:     interval,
 		rateInterval: max(interval+scrape, 4*scrape),
 		rangeDur:     rng,
 	}
+}
+
+// roundInterval rounds d to the intervals Grafana uses (its kbn
+// roundInterval table, up to an hour).
+func roundInterval(d time.Duration) time.Duration {
+	ms := time.Millisecond
+	for _, step := range []struct{ below, to time.Duration }{
+		{15 * ms, 10 * ms}, {35 * ms, 20 * ms}, {75 * ms, 50 * ms}, {150 * ms, 100 * ms},
+		{350 * ms, 200 * ms}, {750 * ms, 500 * ms}, {1500 * ms, time.Second},
+		{3500 * ms, 2 * time.Second}, {7500 * ms, 5 * time.Second}, {12500 * ms, 10 * time.Second},
+		{17500 * ms, 15 * time.Second}, {25 * time.Second, 20 * time.Second},
+		{45 * time.Second, 30 * time.Second}, {90 * time.Second, time.Minute},
+		{210 * time.Second, 2 * time.Minute}, {450 * time.Second, 5 * time.Minute},
+		{750 * time.Second, 10 * time.Minute}, {1050 * time.Second, 15 * time.Minute},
+		{1500 * time.Second, 20 * time.Minute}, {2700 * time.Second, 30 * time.Minute},
+	} {
+		if d < step.below {
+			return step.to
+		}
+	}
+	return time.Hour
 }
 
 // expand replaces the variables in expr. A multi-value variable with "All"
@@ -142,7 +163,7 @@ func TestGrafanaVars(t *testing.T) {
 		t.Errorf("1h range, 15s scrape: %+v", v)
 	}
 	v = newGrafanaVars(nil, start, start.Add(24*time.Hour), 15*time.Second)
-	if v.interval != 86*time.Second || v.rateInterval != 101*time.Second {
+	if v.interval != time.Minute || v.rateInterval != 75*time.Second {
 		t.Errorf("1d range, 15s scrape: %+v", v)
 	}
 	got, err := newGrafanaVars([]string{"api", "llm"}, start, start.Add(time.Minute), time.Second).

@@ -21,7 +21,7 @@ const jaegerVersion = "v1.76.0"
 // jaegerBinary returns JAEGER_BIN, or builds Jaeger from the tools module
 // with "go tool -n", which caches the linked binary in the build cache and
 // prints its path.
-func jaegerBinary(ctx context.Context, t *testing.T, goBin string) (string, error) {
+func jaegerBinary(ctx context.Context, goBin string) (string, error) {
 	if b := os.Getenv("JAEGER_BIN"); b != "" {
 		return b, nil
 	}

@@ -126,6 +126,10 @@ func (ps *procs) start(t *testing.T, name string, env []string, bin string, args
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Dir = ps.dir
+	// If the test binary dies without running its cleanups (a go test
+	// -timeout panic), the kernel kills the child rather than leaving it
+	// running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
