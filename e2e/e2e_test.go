@@ -338,7 +338,7 @@ func checkDashboards(ctx context.Context, t *testing.T, proms []*promServer, var
 	var table strings.Builder
 	fmt.Fprintf(&table, "variables: $namespace=%s $__interval=%s $__rate_interval=%s $__range=%s\n",
 		strings.Join(vars.namespaces, "|"), promDuration(vars.interval), promDuration(vars.rateInterval), promDuration(vars.rangeDur))
-	fmt.Fprintf(&table, "| dashboard / panel / query | kind | series (classic) | series (native) |\n|---|---|---|---|\n")
+	fmt.Fprintf(&table, "| dashboard / panel / query | kind | series (classic) | series (native) | expr |\n|---|---|---|---|---|\n")
 	for _, q := range queries {
 		expr, err := vars.expand(q.Expr)
 		if err != nil {
@@ -370,7 +370,7 @@ func checkDashboards(ctx context.Context, t *testing.T, proms []*promServer, var
 		if q.Instant {
 			kind = "instant"
 		}
-		fmt.Fprintf(&table, "| %s | %s | %d | %d |\n", q, kind, counts[0], counts[1])
+		fmt.Fprintf(&table, "| %s | %s | %d | %d | `%s` |\n", q, kind, counts[0], counts[1], strings.ReplaceAll(q.Expr, "|", `\|`))
 	}
 	t.Logf("dashboard queries (%d):\n%s", len(queries), table.String())
 }
@@ -380,10 +380,11 @@ func checkDashboards(ctx context.Context, t *testing.T, proms []*promServer, var
 // that every alert became pending or firing (Prometheus' ALERTS series).
 func checkAlerts(ctx context.Context, t *testing.T, proms []*promServer, start, end time.Time) {
 	var table strings.Builder
-	fmt.Fprintf(&table, "| alert | series (classic) | series (native) | states seen (classic) | states seen (native) |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&table, "| alert | series (classic) | series (native) | states seen (classic) | states seen (native) | expr |\n|---|---|---|---|---|---|\n")
 	type row struct {
 		counts [2]int
 		states [2]string
+		expr   string
 	}
 	rows := map[string]*row{}
 	var names []string
@@ -413,6 +414,7 @@ func checkAlerts(ctx context.Context, t *testing.T, proms []*promServer, start, 
 					continue
 				}
 				rows[r.Name].counts[i] = len(res.Result)
+				rows[r.Name].expr = strings.Join(strings.Fields(r.Query), " ")
 				rows[r.Name].states[i] = strings.Join(seen[r.Name], ",")
 				if len(res.Result) == 0 {
 					t.Errorf("%s: alert %s: its expression returned no series during the run\n\t%s", p.name, r.Name, r.Query)
@@ -429,7 +431,7 @@ func checkAlerts(ctx context.Context, t *testing.T, proms []*promServer, start, 
 	sort.Strings(names)
 	for _, name := range names {
 		r := rows[name]
-		fmt.Fprintf(&table, "| %s | %d | %d | %s | %s |\n", name, r.counts[0], r.counts[1], r.states[0], r.states[1])
+		fmt.Fprintf(&table, "| %s | %d | %d | %s | %s | `%s` |\n", name, r.counts[0], r.counts[1], r.states[0], r.states[1], strings.ReplaceAll(r.expr, "|", `\|`))
 	}
 	t.Logf("alert rules (%d):\n%s", len(names), table.String())
 }
