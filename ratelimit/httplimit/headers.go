@@ -1,0 +1,193 @@
+package httplimit
+
+import (
+	"encoding/base64"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// HeaderStyle selects which rate-limit header fields responses carry.
+// Retry-After is sent on every 429 and 503 whatever the style.
+type HeaderStyle uint8
+
+const (
+	// StyleDraft11 (the default) sends the two Structured Field lists of
+	// draft-ietf-httpapi-ratelimit-headers-11:
+	//
+	//	RateLimit-Policy: "api";q=20;w=10
+	//	RateLimit: "api";r=19;t=1
+	//
+	// Both are added (not set), so that stacked middlewares list one
+	// policy each.
+	StyleDraft11 HeaderStyle = iota
+	// StyleLegacy sends RateLimit-Limit, RateLimit-Remaining and
+	// RateLimit-Reset (delta seconds), as drafts up to -06 did and as the
+	// Python library promises.
+	StyleLegacy
+	// StyleXRateLimit sends X-RateLimit-Limit, X-RateLimit-Remaining and
+	// X-RateLimit-Reset, with Reset in delta seconds (not an epoch).
+	StyleXRateLimit
+	// StyleNone sends no rate-limit header field.
+	StyleNone
+)
+
+var styleNames = [...]string{"draft11", "legacy", "x-ratelimit", "none"}
+
+// String returns "draft11", "legacy", "x-ratelimit" or "none".
+func (s HeaderStyle) String() string {
+	if int(s) < len(styleNames) {
+		return styleNames[s]
+	}
+	return "unknown"
+}
+
+// ParseHeaderStyle parses the String form of a HeaderStyle (for flags and
+// configuration files). An unknown name is an error wrapping
+// ratelimit.ErrInvalidOption.
+func ParseHeaderStyle(name string) (HeaderStyle, error) {
+	for i, n := range styleNames {
+		if strings.EqualFold(name, n) {
+			return HeaderStyle(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: httplimit: unknown header style %q (want one of %s)", ratelimit.ErrInvalidOption, name, strings.Join(styleNames[:], ", "))
+}
+
+// Header field names.
+const (
+	HeaderRateLimitPolicy    = "RateLimit-Policy"
+	HeaderRateLimit          = "RateLimit"
+	HeaderRateLimitLimit     = "RateLimit-Limit"
+	HeaderRateLimitRemaining = "RateLimit-Remaining"
+	HeaderRateLimitReset     = "RateLimit-Reset"
+	HeaderXRateLimitLimit    = "X-RateLimit-Limit"
+	HeaderXRateLimitRemain   = "X-RateLimit-Remaining"
+	HeaderXRateLimitReset    = "X-RateLimit-Reset"
+	HeaderRetryAfter         = "Retry-After"
+)
+
+// maxSFInteger is the largest Structured Field Integer (15 digits).
+const maxSFInteger = 999_999_999_999_999
+
+// ceilSeconds rounds d up to whole seconds, as delay-seconds requires.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return min(s, maxSFInteger)
+}
+
+// window is the RateLimit-Policy w of a limit: the seconds an empty bucket
+// takes to refill its whole capacity, Capacity × Per / Rate, rounded up, at
+// least 1. Then q = Capacity per w is the policy's sustained quota.
+func window(l ratelimit.Limit) int64 {
+	if l.Rate <= 0 {
+		return 1
+	}
+	f := math.Ceil(float64(l.Capacity()) * l.Per.Seconds() / float64(l.Rate))
+	if f < 1 {
+		return 1
+	}
+	if f > maxSFInteger {
+		return maxSFInteger
+	}
+	return int64(f)
+}
+
+// resetSeconds is the t of RateLimit and the value of RateLimit-Reset: for a
+// denial, when the same cost would fit (equal to Retry-After, as draft-11
+// §6 wants); otherwise, when the bucket is full again.
+func resetSeconds(res ratelimit.Result) int64 {
+	if !res.Allowed {
+		return max(ceilSeconds(res.RetryAfter), 1)
+	}
+	return ceilSeconds(res.ResetAfter)
+}
+
+func clampSF(n int64) int64 { return max(0, min(n, maxSFInteger)) }
+
+// sfString serialises s as a Structured Field String. s must be printable
+// ASCII (checked at construction).
+func sfString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
+// validSFString reports whether s can be a Structured Field String.
+func validSFString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func sfBytes(b []byte, p []byte) []byte {
+	b = append(b, ':')
+	b = base64.StdEncoding.AppendEncode(b, p)
+	return append(b, ':')
+}
+
+// writeHeaders sets the rate-limit fields of style for a decision Redis
+// made. pk is the partition key (nil for none).
+func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte) {
+	switch m.cfg.style {
+	case StyleDraft11:
+		var buf [160]byte
+		b := m.policyItem(buf[:0], res.Limit)
+		if pk != nil {
+			b = append(b, ";pk="...)
+			b = sfBytes(b, pk)
+		}
+		h[HeaderRateLimitPolicy] = append(h[HeaderRateLimitPolicy], string(b))
+
+		b = sfString(buf[:0], m.cfg.policy)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, clampSF(res.Remaining), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, resetSeconds(res), 10)
+		if pk != nil {
+			b = append(b, ";pk="...)
+			b = sfBytes(b, pk)
+		}
+		h[HeaderRateLimit] = append(h[HeaderRateLimit], string(b))
+	case StyleLegacy:
+		h[HeaderRateLimitLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
+		h[HeaderRateLimitRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
+		h[HeaderRateLimitReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+	case StyleXRateLimit:
+		h[HeaderXRateLimitLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
+		h[HeaderXRateLimitRemain] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
+		h[HeaderXRateLimitReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+	}
+}
+
+// policyItem appends the RateLimit-Policy item of limit l (without pk).
+func (m *Middleware) policyItem(b []byte, l ratelimit.Limit) []byte {
+	b = sfString(b, m.cfg.policy)
+	b = append(b, ";q="...)
+	b = strconv.AppendInt(b, clampSF(l.Capacity()), 10)
+	if m.cfg.unit != "" {
+		b = append(b, ";qu="...)
+		b = sfString(b, m.cfg.unit)
+	}
+	b = append(b, ";w="...)
+	return strconv.AppendInt(b, window(l), 10)
+}
