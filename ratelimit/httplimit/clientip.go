@@ -252,60 +252,83 @@ func (c *ClientIP) isTrusted(a netip.Addr) bool {
 }
 
 // resolve picks the client from the chain: the header's entries, in order,
-// then the socket peer.
+// then the socket peer. The chain is read from the right, and no further
+// than needed: what lies left of the client is the client's own writing,
+// and cannot change the result, even when it is malformed.
 func (c *ClientIP) resolve(peer netip.Addr, lines []string) (netip.Addr, error) {
 	if c.hops == 0 && !c.isTrusted(peer) {
 		return peer, nil // an untrusted peer's headers are its own words
 	}
-	chain, err := c.entries(lines)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if c.hops > 0 {
-		i := len(chain) - c.hops // index in chain+peer: len(chain)-hops
-		if i < 0 {
-			return netip.Addr{}, fmt.Errorf("%w: %s has %d entries behind %d trusted hops", ErrNoIdentity, c.header, len(chain), c.hops)
+	var (
+		found  netip.Addr
+		last   = peer // the leftmost trusted address seen so far
+		pos    int    // entries visited, from the right
+		badErr error
+	)
+	err := c.walk(lines, func(entry string) bool {
+		pos++
+		if c.hops > 0 && pos < c.hops {
+			return true
 		}
-		a, ok := parseNode(chain[i])
+		a, ok := parseNode(entry)
 		if !ok {
-			return netip.Addr{}, fmt.Errorf("%w: %s entry %d from the right is not an IP address", ErrNoIdentity, c.header, c.hops)
+			badErr = fmt.Errorf("%w: %s entry %d from the right is not an IP address", ErrNoIdentity, c.header, pos)
+			return false
 		}
-		return a, nil
-	}
-	last := peer
-	for i := len(chain) - 1; i >= 0; i-- {
-		a, ok := parseNode(chain[i])
-		if !ok {
-			return netip.Addr{}, fmt.Errorf("%w: %s entry %d from the right is not an IP address", ErrNoIdentity, c.header, len(chain)-i)
-		}
-		if !c.isTrusted(a) {
-			return a, nil
+		if c.hops > 0 || !c.isTrusted(a) {
+			found = a
+			return false
 		}
 		last = a
+		return true
+	})
+	switch {
+	case err != nil:
+		return netip.Addr{}, err
+	case badErr != nil:
+		return netip.Addr{}, badErr
+	case found.IsValid():
+		return found, nil
+	case c.hops > 0:
+		return netip.Addr{}, fmt.Errorf("%w: %s has %d entries, fewer than the %d trusted hops", ErrNoIdentity, c.header, pos, c.hops)
 	}
-	return last, nil
+	return last, nil // every address is trusted: the request began inside
 }
 
-// entries splits every line of the proxy header into its entries, in order,
-// skipping empty ones. For Forwarded, an entry is the for= value of one
-// forwarded-element ("" when it has none).
-func (c *ClientIP) entries(lines []string) ([]string, error) {
-	var out []string
-	for _, line := range lines {
+// walk calls visit with the entries of the proxy header from the right
+// (the last entry of the last line first) until visit returns false. For
+// Forwarded, an entry is the for= value of one forwarded-element ("" when
+// it has none); each line is parsed only when reached. Empty entries are
+// skipped.
+func (c *ClientIP) walk(lines []string, visit func(entry string) bool) error {
+	var buf []string
+	for l := len(lines) - 1; l >= 0; l-- {
+		line := lines[l]
 		if c.forwarded {
 			var err error
-			if out, err = parseForwarded(line, out); err != nil {
-				return nil, err
+			if buf, err = parseForwarded(line, buf[:0]); err != nil {
+				return err
+			}
+			for i := len(buf) - 1; i >= 0; i-- {
+				if !visit(buf[i]) {
+					return nil
+				}
 			}
 			continue
 		}
-		for item := range strings.SplitSeq(line, ",") {
-			if item = strings.TrimSpace(item); item != "" {
-				out = append(out, item)
+		for line != "" {
+			item := line
+			if i := strings.LastIndexByte(line, ','); i >= 0 {
+				item, line = line[i+1:], line[:i]
+			} else {
+				line = ""
+			}
+			if item = strings.TrimSpace(item); item != "" && !visit(item) {
+				return nil
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // peerAddr parses r.RemoteAddr ("ip:port", or a bare IP as some servers and

@@ -72,6 +72,19 @@ const (
 	HeaderRetryAfter         = "Retry-After"
 )
 
+// The canonical forms of the names, for direct map access ("RateLimit" is
+// "Ratelimit" in an http.Header).
+var (
+	keyPolicy     = http.CanonicalHeaderKey(HeaderRateLimitPolicy)
+	keyRateLimit  = http.CanonicalHeaderKey(HeaderRateLimit)
+	keyLimit      = http.CanonicalHeaderKey(HeaderRateLimitLimit)
+	keyRemaining  = http.CanonicalHeaderKey(HeaderRateLimitRemaining)
+	keyReset      = http.CanonicalHeaderKey(HeaderRateLimitReset)
+	keyXLimit     = http.CanonicalHeaderKey(HeaderXRateLimitLimit)
+	keyXRemaining = http.CanonicalHeaderKey(HeaderXRateLimitRemain)
+	keyXReset     = http.CanonicalHeaderKey(HeaderXRateLimitReset)
+)
+
 // maxSFInteger is the largest Structured Field Integer (15 digits).
 const maxSFInteger = 999_999_999_999_999
 
@@ -156,7 +169,7 @@ func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte
 			b = append(b, ";pk="...)
 			b = sfBytes(b, pk)
 		}
-		h[HeaderRateLimitPolicy] = append(h[HeaderRateLimitPolicy], string(b))
+		h[keyPolicy] = append(h[keyPolicy], string(b))
 
 		b = sfString(buf[:0], m.cfg.policy)
 		b = append(b, ";r="...)
@@ -167,15 +180,15 @@ func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte
 			b = append(b, ";pk="...)
 			b = sfBytes(b, pk)
 		}
-		h[HeaderRateLimit] = append(h[HeaderRateLimit], string(b))
+		h[keyRateLimit] = append(h[keyRateLimit], string(b))
 	case StyleLegacy:
-		h[HeaderRateLimitLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
-		h[HeaderRateLimitRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
-		h[HeaderRateLimitReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+		h[keyLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
+		h[keyRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
+		h[keyReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
 	case StyleXRateLimit:
-		h[HeaderXRateLimitLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
-		h[HeaderXRateLimitRemain] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
-		h[HeaderXRateLimitReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+		h[keyXLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
+		h[keyXRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
+		h[keyXReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
 	}
 }
 
