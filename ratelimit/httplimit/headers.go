@@ -59,17 +59,26 @@ func ParseHeaderStyle(name string) (HeaderStyle, error) {
 	return 0, fmt.Errorf("%w: httplimit: unknown header style %q (want one of %s)", ratelimit.ErrInvalidOption, name, strings.Join(styleNames[:], ", "))
 }
 
-// Header field names.
+// Header field names, as the styles send them.
 const (
-	HeaderRateLimitPolicy    = "RateLimit-Policy"
-	HeaderRateLimit          = "RateLimit"
-	HeaderRateLimitLimit     = "RateLimit-Limit"
+	// HeaderRateLimitPolicy is draft-11's list of quota policies.
+	HeaderRateLimitPolicy = "RateLimit-Policy"
+	// HeaderRateLimit is draft-11's list of current service limits.
+	HeaderRateLimit = "RateLimit"
+	// HeaderRateLimitLimit is StyleLegacy's quota (the burst).
+	HeaderRateLimitLimit = "RateLimit-Limit"
+	// HeaderRateLimitRemaining is StyleLegacy's available quota.
 	HeaderRateLimitRemaining = "RateLimit-Remaining"
-	HeaderRateLimitReset     = "RateLimit-Reset"
-	HeaderXRateLimitLimit    = "X-RateLimit-Limit"
-	HeaderXRateLimitRemain   = "X-RateLimit-Remaining"
-	HeaderXRateLimitReset    = "X-RateLimit-Reset"
-	HeaderRetryAfter         = "Retry-After"
+	// HeaderRateLimitReset is StyleLegacy's reset, in delta seconds.
+	HeaderRateLimitReset = "RateLimit-Reset"
+	// HeaderXRateLimitLimit is StyleXRateLimit's quota (the burst).
+	HeaderXRateLimitLimit = "X-RateLimit-Limit"
+	// HeaderXRateLimitRemain is StyleXRateLimit's available quota.
+	HeaderXRateLimitRemain = "X-RateLimit-Remaining"
+	// HeaderXRateLimitReset is StyleXRateLimit's reset, in delta seconds.
+	HeaderXRateLimitReset = "X-RateLimit-Reset"
+	// HeaderRetryAfter is sent, in whole seconds, on every 429 and 503.
+	HeaderRetryAfter = "Retry-After"
 )
 
 // The canonical forms of the names, for direct map access ("RateLimit" is
