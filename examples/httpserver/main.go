@@ -6,6 +6,7 @@
 //	go run ./examples/httpserver                  # embedded Redis (miniredis) on 127.0.0.1:8080
 //	REDIS_URL=redis://localhost:6379/0 go run ./examples/httpserver
 //	go run ./examples/httpserver -load            # plus a few clients and one abusive one
+//	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 go run ./examples/httpserver   # traces to Jaeger
 //
 // Routes:
 //
@@ -52,6 +53,7 @@ type config struct {
 	loadFor     time.Duration
 	loadMax     int
 	identityKey []byte // nil: generate one
+	otlp        bool   // an OTLP endpoint is configured: export traces
 }
 
 // parseFlags reads args (without the program name) and the environment.
@@ -109,6 +111,7 @@ func parseFlags(args []string, getenv func(string) string, errOut io.Writer) (co
 		}
 		cfg.identityKey = []byte(k)
 	}
+	cfg.otlp = getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 	if cfg.loadFor <= 0 || cfg.loadMax <= 0 {
 		return config{}, errors.New("-load-for and -load-max must be > 0")
 	}

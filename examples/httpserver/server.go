@@ -64,9 +64,15 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 		_, _ = rand.Read(idKey)
 	}
 
-	// Telemetry, wired as a user would: decisions as JSON logs on stderr.
+	// Telemetry, wired as a user would: decisions as JSON logs on stderr,
+	// and traces over OTLP/HTTP when an endpoint is configured.
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.logLevel}))
 	subs := []ratelimit.Subscriber{telemetry.Slog(logger)}
+	tp, stopTracing, tracesNote, err := setupTracing(ctx, cfg.otlp)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, stopTracing) // flushes queued spans
 
 	common := []ratelimit.Option{
 		ratelimit.WithFailStrategy(cfg.fail),
@@ -95,8 +101,10 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	}
 	key := httplimit.FirstOf(httplimit.KeyByHeader("X-API-Key"), clientIP.Key)
 
-	// The whole /api/ subtree is under the "api" limit (middleware on a
-	// mux); /api/generate is also under the "llm" token limit (per-route).
+	// Every /api/ route is under the "api" limit; /api/generate is also
+	// under the "llm" token limit. (Wrapping a whole mux, apiMW.Handler(mux),
+	// works as well; routes registered on one mux give the server spans
+	// their precise names.)
 	apiMW, err := httplimit.New(apiLim, httplimit.WithKey(key), httplimit.WithHeaderStyle(cfg.style))
 	if err != nil {
 		return nil, err
@@ -106,12 +114,9 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	if err != nil {
 		return nil, err
 	}
-	api := http.NewServeMux()
-	api.HandleFunc("GET /api/hello", hello)
-	api.Handle("GET /api/generate", genMW.HandlerFunc(generate))
-
 	mux := http.NewServeMux()
-	mux.Handle("/api/", apiMW.Handler(api))
+	mux.Handle("GET /api/hello", apiMW.HandlerFunc(hello))
+	mux.Handle("GET /api/generate", apiMW.Handler(genMW.HandlerFunc(generate)))
 	mux.HandleFunc("GET /healthz", health(rdb))
 	mux.HandleFunc("GET /{$}", index)
 
@@ -120,7 +125,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 		return nil, err
 	}
 	s.url = "http://" + ln.Addr().String()
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	s.srv = &http.Server{Handler: traced(mux, tp), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.serveErr <- err
@@ -132,6 +137,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	fmt.Fprintf(out, "  limit %q: %v tokens per client on /api/generate\n", genMW.Policy(), llmLimit)
 	fmt.Fprintf(out, "  identity HMAC key: %s\n", keyNote)
 	fmt.Fprintf(out, "  logs: JSON on stderr at level %s\n", cfg.logLevel)
+	fmt.Fprintf(out, "  traces: %s\n", tracesNote)
 	fmt.Fprintf(out, "\nTry:\n")
 	fmt.Fprintf(out, "  curl -i %s/api/hello\n", s.url)
 	fmt.Fprintf(out, "  for i in $(seq %d); do curl -s -o /dev/null -w '%%{http_code} ' %s/api/hello; done; echo\n", apiLimit.Capacity()+2, s.url)
