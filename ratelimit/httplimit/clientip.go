@@ -230,7 +230,8 @@ func (c *ClientIP) Key(r *http.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return "ip:" + p.String(), nil
+	var buf [64]byte // "ip:" and the longest IPv6 prefix fit
+	return string(p.AppendTo(append(buf[:0], "ip:"...))), nil
 }
 
 func (c *ClientIP) group(a netip.Addr) netip.Prefix {

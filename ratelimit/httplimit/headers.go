@@ -168,19 +168,19 @@ func sfBytes(b []byte, p []byte) []byte {
 }
 
 // writeHeaders sets the rate-limit fields of style for a decision Redis
-// made. pk is the partition key (nil for none).
+// made. pk is the partition key (nil for none). The field values share one
+// string and the field slices one array: two allocations per response.
 func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte) {
 	switch m.cfg.style {
 	case StyleDraft11:
-		var buf [160]byte
+		var buf [256]byte
 		b := m.policyItem(buf[:0], res.Limit)
 		if pk != nil {
 			b = append(b, ";pk="...)
 			b = sfBytes(b, pk)
 		}
-		h[keyPolicy] = append(h[keyPolicy], string(b))
-
-		b = sfString(buf[:0], m.cfg.policy)
+		split := len(b)
+		b = sfString(b, m.cfg.policy)
 		b = append(b, ";r="...)
 		b = strconv.AppendInt(b, clampSF(res.Remaining), 10)
 		b = append(b, ";t="...)
@@ -189,16 +189,40 @@ func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte
 			b = append(b, ";pk="...)
 			b = sfBytes(b, pk)
 		}
-		h[keyRateLimit] = append(h[keyRateLimit], string(b))
+		both := string(b)
+		addField(h, keyPolicy, both[:split])
+		addField(h, keyRateLimit, both[split:])
 	case StyleLegacy:
-		h[keyLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
-		h[keyRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
-		h[keyReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+		setTrio(h, keyLimit, keyRemaining, keyReset, res)
 	case StyleXRateLimit:
-		h[keyXLimit] = []string{strconv.FormatInt(res.Limit.Capacity(), 10)}
-		h[keyXRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
-		h[keyXReset] = []string{strconv.FormatInt(resetSeconds(res), 10)}
+		setTrio(h, keyXLimit, keyXRemaining, keyXReset, res)
 	}
+}
+
+// addField adds one line to field key. A first line gets a slice of its
+// own, with room for no more, so that a later Add copies instead of
+// writing into memory another field shares.
+func addField(h http.Header, key, v string) {
+	if old := h[key]; len(old) > 0 {
+		h[key] = append(old, v)
+		return
+	}
+	h[key] = []string{v}
+}
+
+// setTrio sets the three integer fields of the legacy styles, their slices
+// cut from one array.
+func setTrio(h http.Header, limit, remaining, reset string, res ratelimit.Result) {
+	vals := [3]string{
+		strconv.FormatInt(res.Limit.Capacity(), 10),
+		strconv.FormatInt(max(res.Remaining, 0), 10),
+		strconv.FormatInt(resetSeconds(res), 10),
+	}
+	arr := new([3]string)
+	*arr = vals
+	h[limit] = arr[0:1:1]
+	h[remaining] = arr[1:2:2]
+	h[reset] = arr[2:3:3]
 }
 
 // policyItem appends the RateLimit-Policy item of limit l (without pk).

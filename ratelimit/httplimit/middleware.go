@@ -44,6 +44,22 @@ type Decision struct {
 
 type ctxKey struct{}
 
+// decisionContext carries a Decision: one allocation where
+// context.WithValue and a separate *Decision would take two.
+type decisionContext struct {
+	context.Context
+	d Decision
+}
+
+// Value returns the Decision for the package's key, and defers to the
+// parent otherwise.
+func (c *decisionContext) Value(key any) any {
+	if key == (ctxKey{}) {
+		return &c.d
+	}
+	return c.Context.Value(key)
+}
+
 // FromContext returns the Decision the Middleware stored in a request's
 // context, and whether there was one. With stacked middlewares it is the
 // innermost one's.
@@ -166,8 +182,7 @@ func (m *Middleware) Admit(w http.ResponseWriter, r *http.Request, cost int64) (
 		m.cfg.onError(w, r, err) // bad input: a cost above the burst, an over-long identity
 		return r, false
 	}
-	d := &Decision{Policy: m.cfg.policy, Cost: cost, Result: res, Err: err}
-	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, d))
+	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: m.cfg.policy, Cost: cost, Result: res, Err: err}})
 	h := w.Header()
 	if res.Reason == ratelimit.ReasonQuota {
 		var pk []byte
