@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -49,19 +49,35 @@ func newLimiter(t *testing.T, c redis.UniversalClient, l ratelimit.Limit, opts .
 	return lim
 }
 
-// deadClient points at a port nobody listens on: every call fails with a
-// connection error.
+// deadClient talks to a listener of the test's own that closes every
+// connection at once: every call fails with a connection error. (A free
+// port nobody listens on could be taken by another process meanwhile.)
 func deadClient(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	port, err := redistest.FreePort()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
 	c := redis.NewClient(&redis.Options{
-		Addr: "127.0.0.1:" + strconv.Itoa(port), ContextTimeoutEnabled: true,
+		Addr: ln.Addr().String(), ContextTimeoutEnabled: true,
 		MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
 	})
-	t.Cleanup(func() { _ = c.Close() })
+	t.Cleanup(func() {
+		_ = c.Close()
+		ln.Close()
+		<-done
+	})
 	return c
 }
 
