@@ -202,6 +202,28 @@ func checkServer(t *testing.T, s *server) {
 		t.Errorf("bad tokens: %d, want 400", r.code)
 	}
 
+	// The decisions above, counted on /metrics: api allowed 5 hellos and 3
+	// generate calls (the outer limit spends before the inner one decides)
+	// and blocked 1; llm allowed 1500 tokens and blocked one call.
+	r = get(t, s.url+"/metrics")
+	if r.code != 200 {
+		t.Fatalf("/metrics: %d", r.code)
+	}
+	for series, want := range map[string]string{
+		`ratelimit_decisions_total{algorithm="token_bucket",decision="allowed",namespace="api",reason="quota"}`: "8",
+		`ratelimit_decisions_total{algorithm="token_bucket",decision="blocked",namespace="api",reason="quota"}`: "1",
+		`ratelimit_decisions_total{algorithm="token_bucket",decision="blocked",namespace="llm",reason="quota"}`: "1",
+		`ratelimit_cost_total{algorithm="token_bucket",decision="allowed",namespace="llm",reason="quota"}`:      "1500",
+		`ratelimit_backend_duration_seconds_count{algorithm="token_bucket",namespace="api"}`:                    "9",
+	} {
+		if got := metricValue(string(r.body), series); got != want {
+			t.Errorf("%s = %q, want %s", series, got, want)
+		}
+	}
+	if strings.Contains(string(r.body), "alice") {
+		t.Error("an identity appears in /metrics")
+	}
+
 	// Unlimited routes.
 	r = get(t, s.url+"/healthz")
 	if r.code != 200 || !strings.Contains(string(r.body), `"redis":"up"`) || len(r.hdr.Values("RateLimit")) != 0 {
@@ -339,4 +361,14 @@ func (s *syncBuilder) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// metricValue returns the value of one series in a text exposition, or "".
+func metricValue(exposition, series string) string {
+	for line := range strings.SplitSeq(exposition, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			return strings.Fields(rest)[0]
+		}
+	}
+	return ""
 }

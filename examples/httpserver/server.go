@@ -15,11 +15,16 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit/httplimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
+	rlotel "github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
+	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 )
 
 // llmLimit is the token limit of /api/generate, per client: 10,000 tokens a
@@ -65,14 +70,24 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	}
 
 	// Telemetry, wired as a user would: decisions as JSON logs on stderr,
-	// and traces over OTLP/HTTP when an endpoint is configured.
+	// Prometheus metrics on /metrics, and, when an OTLP endpoint is
+	// configured, a span per decision under the request's server span.
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.logLevel}))
-	subs := []ratelimit.Subscriber{telemetry.Slog(logger)}
+	metrics, err := prom.NewCollector()
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry() // the library never touches the global one
+	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	subs := []ratelimit.Subscriber{telemetry.Slog(logger), metrics}
 	tp, stopTracing, tracesNote, err := setupTracing(ctx, cfg.otlp)
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, stopTracing) // flushes queued spans
+	if cfg.otlp {
+		subs = append(subs, rlotel.NewSubscriber(rlotel.WithTracerProvider(tp)))
+	}
 
 	common := []ratelimit.Option{
 		ratelimit.WithFailStrategy(cfg.fail),
@@ -118,6 +133,8 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	mux.Handle("GET /api/hello", apiMW.HandlerFunc(hello))
 	mux.Handle("GET /api/generate", apiMW.Handler(genMW.HandlerFunc(generate)))
 	mux.HandleFunc("GET /healthz", health(rdb))
+	// OpenMetrics is the text format that carries exemplars (trace ids).
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: reg}))
 	mux.HandleFunc("GET /{$}", index)
 
 	ln, err := net.Listen("tcp", cfg.addr)
@@ -142,6 +159,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	fmt.Fprintf(out, "  curl -i %s/api/hello\n", s.url)
 	fmt.Fprintf(out, "  for i in $(seq %d); do curl -s -o /dev/null -w '%%{http_code} ' %s/api/hello; done; echo\n", apiLimit.Capacity()+2, s.url)
 	fmt.Fprintf(out, "  curl -i -H 'X-API-Key: alice' '%s/api/generate?tokens=1500'\n", s.url)
+	fmt.Fprintf(out, "  curl -s %s/metrics | grep '^ratelimit_decisions_total'\n", s.url)
 	fmt.Fprintf(out, "  curl -s %s/healthz\n", s.url)
 	fmt.Fprintf(out, "Stop with Ctrl-C.\n")
 
@@ -245,6 +263,7 @@ func index(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprint(w, "ratelimit-go demo\n\n"+
 		"GET /api/hello              cost 1 on the \"api\" limit\n"+
 		"GET /api/generate?tokens=N  cost 1 on \"api\", N on \"llm\" (default "+strconv.Itoa(defaultTokens)+")\n"+
+		"GET /metrics                Prometheus metrics (OpenMetrics)\n"+
 		"GET /healthz                liveness and Redis status\n\n"+
 		"Send X-API-Key: <anything> to be limited by key instead of address.\n")
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"compress/gzip"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 
@@ -81,6 +84,16 @@ func TestTracesExported(t *testing.T) {
 	if got := get(t, s.url+"/api/hello"); got.code != 429 {
 		t.Fatalf("7th hello: %d", got.code)
 	}
+	// Exemplars link the duration histogram to the traces, in OpenMetrics.
+	m := get(t, s.url+"/metrics", "Accept", "application/openmetrics-text; version=1.0.0")
+	exemplar := regexp.MustCompile(`ratelimit_backend_duration_seconds_bucket\{[^}]*namespace="api"[^}]*\} \d+ # \{trace_id="([0-9a-f]{32})",span_id="[0-9a-f]{16}"\} `)
+	exemplarTraces := map[string]bool{}
+	for _, sm := range exemplar.FindAllSubmatch(m.body, -1) {
+		exemplarTraces[string(sm[1])] = true
+	}
+	if len(exemplarTraces) == 0 {
+		t.Errorf("no exemplar with a trace_id in the OpenMetrics exposition:\n%s", grepLines(string(m.body), "ratelimit_backend_duration_seconds_bucket"))
+	}
 	if err := s.shutdown(t.Context()); err != nil { // flushes the batch
 		t.Fatal(err)
 	}
@@ -95,7 +108,50 @@ func TestTracesExported(t *testing.T) {
 	if names["GET /api/hello"] != 7 {
 		t.Errorf("server spans by name %v, want 7 × GET /api/hello (output %s)", names, out)
 	}
+	// Each request has a decision span, a child of its server span.
+	server := map[string]bool{}
+	for _, sp := range col.spans {
+		if sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
+			server[string(sp.SpanId)] = true
+		}
+	}
+	decisions, blocked := 0, 0
+	for _, sp := range col.spans {
+		if sp.Name != "ratelimit api" {
+			continue
+		}
+		decisions++
+		if sp.Kind != tracepb.Span_SPAN_KIND_CLIENT || !server[string(sp.ParentSpanId)] {
+			t.Errorf("decision span kind %v, parent known: %v", sp.Kind, server[string(sp.ParentSpanId)])
+		}
+		for _, a := range sp.Attributes {
+			if a.Key == "ratelimit.decision" && a.GetValue().GetStringValue() == "blocked" {
+				blocked++
+			}
+		}
+	}
+	for _, sp := range col.spans {
+		if sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
+			delete(exemplarTraces, hex.EncodeToString(sp.TraceId))
+		}
+	}
+	if len(exemplarTraces) != 0 {
+		t.Errorf("exemplars name traces that were not exported: %v", exemplarTraces)
+	}
+	if decisions != 7 || blocked != 2 {
+		t.Errorf("%d decision spans, %d blocked; want 7 and 2 (a burst of 5)", decisions, blocked)
+	}
 	if len(col.svc) == 0 || col.svc[0] != serviceName {
 		t.Errorf("service.name %v", col.svc)
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
