@@ -15,8 +15,9 @@ import (
 )
 
 // loadGen is the built-in traffic generator of -load: three well-behaved
-// clients that stay under the limit and one abusive client far above it,
-// each with its own API key, against the server's own loopback address. It
+// clients that stay under the limits, one abusive client far above the
+// request limit and one greedy one above the token limit, each with its own
+// API key, against the server's own loopback address. It
 // is bounded in time and in requests, and stops on shutdown.
 type loadGen struct {
 	clients []loadClient
@@ -42,7 +43,8 @@ type loadClient struct {
 
 // startLoad starts the generator. The well-behaved clients send at two
 // thirds of the per-client rate; the abusive one at 20 times it, plus
-// token-hungry generate calls.
+// token-hungry generate calls; the greedy one asks for 3000 tokens every
+// three request intervals.
 func startLoad(ctx context.Context, baseURL string, limit ratelimit.Limit, dur time.Duration, maxReqs int) *loadGen {
 	interval := limit.Per / time.Duration(limit.Rate) // one request's worth of refill
 	good := max(interval*3/2, time.Millisecond)
@@ -58,6 +60,10 @@ func startLoad(ctx context.Context, baseURL string, limit ratelimit.Limit, dur t
 		g.clients = append(g.clients, loadClient{name: fmt.Sprintf("load-good-%d", i), helloEvery: good, genEvery: 4 * good, tokens: 300})
 	}
 	g.clients = append(g.clients, loadClient{name: "load-abuser", helloEvery: bad, genEvery: 10 * bad, tokens: 2000})
+	// Within the request limit but far over the token limit, so that the
+	// "llm" limit has blocks to show too (the abuser's calls mostly stop
+	// at the "api" limit first).
+	g.clients = append(g.clients, loadClient{name: "load-greedy", helloEvery: 10 * good, genEvery: 2 * good, tokens: 3000})
 
 	ctx, g.cancel = context.WithTimeout(ctx, dur)
 	var wg sync.WaitGroup

@@ -76,7 +76,7 @@ func parseFlags(args []string, getenv func(string) string, errOut io.Writer) (co
 	fs.StringVar(&style, "header-style", "draft11", "rate-limit headers: draft11, legacy, x-ratelimit or none")
 	fs.StringVar(&trusted, "trusted-proxies", "", "comma-separated proxy CIDRs whose X-Forwarded-For to trust (default: none, the socket address only)")
 	fs.StringVar(&logLevel, "log-level", "info", "slog level on stderr: debug (every decision), info (blocks), warn, error")
-	fs.BoolVar(&cfg.load, "load", false, "run a built-in traffic generator: 3 well-behaved clients and 1 abusive one, on loopback")
+	fs.BoolVar(&cfg.load, "load", false, "run a built-in traffic generator on loopback: 3 well-behaved clients, 1 abusive, 1 token-greedy")
 	fs.DurationVar(&cfg.loadFor, "load-for", 10*time.Minute, "how long -load runs at most")
 	fs.IntVar(&cfg.loadMax, "load-max", 50_000, "how many requests -load sends at most")
 	if err := fs.Parse(args); err != nil {

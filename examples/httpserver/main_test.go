@@ -293,7 +293,7 @@ func TestLoadGenerator(t *testing.T) {
 	for {
 		c := s.load.counts()
 		good := c["load-good-1"][200] + c["load-good-2"][200] + c["load-good-3"][200]
-		if c["load-abuser"][429] >= 20 && good >= 9 {
+		if c["load-abuser"][429] >= 20 && good >= 9 && c["load-greedy"][429] >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
