@@ -76,7 +76,9 @@ func startTest(t *testing.T, cfg config) (*server, *strings.Builder) {
 
 func testConfig(t *testing.T) config {
 	t.Helper()
-	cfg, err := parseFlags([]string{"-rate", "60", "-per", "1h", "-burst", "5"}, env(nil), io.Discard)
+	// A timeout no stall of a loaded CI machine reaches: a slow Redis call
+	// must not turn into a fail-open pass that breaks the counts.
+	cfg, err := parseFlags([]string{"-rate", "60", "-per", "1h", "-burst", "5", "-timeout", "10s"}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +286,7 @@ func TestServerRedisDown(t *testing.T) {
 // The load generator: the abusive client is limited, the well-behaved ones
 // are not, and it stops when told.
 func TestLoadGenerator(t *testing.T) {
-	cfg, err := parseFlags([]string{"-rate", "600", "-per", "1m", "-burst", "10", "-load", "-load-max", "2000", "-load-for", "30s"}, env(nil), io.Discard)
+	cfg, err := parseFlags([]string{"-rate", "600", "-per", "1m", "-burst", "10", "-timeout", "10s", "-load", "-load-max", "2000", "-load-for", "30s"}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 
 	common := []ratelimit.Option{
 		ratelimit.WithFailStrategy(cfg.fail),
+		ratelimit.WithTimeout(cfg.timeout),
 		ratelimit.WithIdentityKey(idKey),
 		ratelimit.WithSubscribers(subs...),
 	}

@@ -86,10 +86,18 @@ func TestTracesExported(t *testing.T) {
 	}
 	// Exemplars link the duration histogram to the traces, in OpenMetrics.
 	m := get(t, s.url+"/metrics", "Accept", "application/openmetrics-text; version=1.0.0")
-	exemplar := regexp.MustCompile(`ratelimit_backend_duration_seconds_bucket\{[^}]*namespace="api"[^}]*\} \d+ # \{trace_id="([0-9a-f]{32})",span_id="[0-9a-f]{16}"\} `)
+	// The exemplar's labels come in either order.
+	exemplar := regexp.MustCompile(`ratelimit_backend_duration_seconds_bucket\{[^}]*namespace="api"[^}]*\} \d+ # \{([^}]*)\} `)
+	traceID := regexp.MustCompile(`(?:^|,)trace_id="([0-9a-f]{32})"(?:,|$)`)
+	spanID := regexp.MustCompile(`(?:^|,)span_id="[0-9a-f]{16}"(?:,|$)`)
 	exemplarTraces := map[string]bool{}
 	for _, sm := range exemplar.FindAllSubmatch(m.body, -1) {
-		exemplarTraces[string(sm[1])] = true
+		tid := traceID.FindSubmatch(sm[1])
+		if tid == nil || !spanID.Match(sm[1]) {
+			t.Errorf("exemplar labels %s: want trace_id and span_id", sm[1])
+			continue
+		}
+		exemplarTraces[string(tid[1])] = true
 	}
 	if len(exemplarTraces) == 0 {
 		t.Errorf("no exemplar with a trace_id in the OpenMetrics exposition:\n%s", grepLines(string(m.body), "ratelimit_backend_duration_seconds_bucket"))

@@ -40,8 +40,12 @@ func backends(t *testing.T) []backend {
 	return []backend{{"miniredis", mc}, {"redis", srv.Client(t)}}
 }
 
+// newLimiter makes a limiter whose backend timeout no stall of a loaded CI
+// machine reaches, so that a slow call cannot turn into a fail-open pass;
+// opts may override it.
 func newLimiter(t *testing.T, c redis.UniversalClient, l ratelimit.Limit, opts ...ratelimit.Option) *ratelimit.Limiter {
 	t.Helper()
+	opts = append([]ratelimit.Option{ratelimit.WithTimeout(10 * time.Second)}, opts...)
 	lim, err := ratelimit.New(c, l, opts...)
 	if err != nil {
 		t.Fatalf("ratelimit.New: %v", err)
