@@ -23,6 +23,13 @@
 // When the cost is known only after reading the body, call Admit from the
 // handler instead.
 //
+// # Other limiters
+//
+// The Middleware needs only a Limiter: AllowN(ctx, identity, cost). A
+// ratelimit.MultiLimiter fits through LimiterFunc, and the quota that decided
+// names the policy; a ratelimit.ConcurrencyLimiter through Concurrency,
+// which holds a lease while the request runs.
+//
 // # echo and gin
 //
 // This package imports neither; adapting takes a few lines. echo wraps

@@ -94,6 +94,9 @@ var (
 	keyXReset     = http.CanonicalHeaderKey(HeaderXRateLimitReset)
 )
 
+// unitConcurrent is the draft's quota unit for requests in flight.
+const unitConcurrent = "concurrent-requests"
+
 // maxSFInteger is the largest Structured Field Integer (15 digits).
 const maxSFInteger = 999_999_999_999_999
 
@@ -170,17 +173,17 @@ func sfBytes(b []byte, p []byte) []byte {
 // writeHeaders sets the rate-limit fields of style for a decision Redis
 // made. pk is the partition key (nil for none). The field values share one
 // string and the field slices one array: two allocations per response.
-func (m *Middleware) writeHeaders(h http.Header, res ratelimit.Result, pk []byte) {
+func (m *Middleware) writeHeaders(h http.Header, policy string, res ratelimit.Result, pk []byte) {
 	switch m.cfg.style {
 	case StyleDraft11:
 		var buf [256]byte
-		b := m.policyItem(buf[:0], res.Limit)
+		b := m.policyItem(buf[:0], policy, res.Limit)
 		if pk != nil {
 			b = append(b, ";pk="...)
 			b = sfBytes(b, pk)
 		}
 		split := len(b)
-		b = sfString(b, m.cfg.policy)
+		b = sfString(b, policy)
 		b = append(b, ";r="...)
 		b = strconv.AppendInt(b, clampSF(res.Remaining), 10)
 		b = append(b, ";t="...)
@@ -226,13 +229,16 @@ func setTrio(h http.Header, limit, remaining, reset string, res ratelimit.Result
 }
 
 // policyItem appends the RateLimit-Policy item of limit l (without pk).
-func (m *Middleware) policyItem(b []byte, l ratelimit.Limit) []byte {
-	b = sfString(b, m.cfg.policy)
+func (m *Middleware) policyItem(b []byte, policy string, l ratelimit.Limit) []byte {
+	b = sfString(b, policy)
 	b = append(b, ";q="...)
 	b = strconv.AppendInt(b, clampSF(l.Capacity()), 10)
 	if m.cfg.unit != "" {
 		b = append(b, ";qu="...)
 		b = sfString(b, m.cfg.unit)
+	}
+	if m.cfg.unit == unitConcurrent {
+		return b // a number of requests in flight has no window
 	}
 	b = append(b, ";w="...)
 	return strconv.AppendInt(b, window(l), 10)

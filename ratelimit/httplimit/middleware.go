@@ -27,16 +27,33 @@ type Limiter interface {
 
 var _ Limiter = (*ratelimit.Limiter)(nil)
 
+// LimiterFunc adapts a function to a Limiter: a limiter whose AllowN has
+// another shape, such as a ratelimit.MultiLimiter (several quotas at once,
+// reported under the name of the quota that decided):
+//
+//	lim := httplimit.LimiterFunc(func(ctx context.Context, id string, cost int64) (ratelimit.Result, error) {
+//		mr, err := multi.AllowN(ctx, id, cost)
+//		return mr.Result, err
+//	})
+type LimiterFunc func(ctx context.Context, identity string, cost int64) (ratelimit.Result, error)
+
+// AllowN calls f(ctx, identity, cost).
+func (f LimiterFunc) AllowN(ctx context.Context, identity string, cost int64) (ratelimit.Result, error) {
+	return f(ctx, identity, cost)
+}
+
 // Decision is what the Middleware decided for a request. Handlers behind
 // the Middleware read it with FromContext.
 type Decision struct {
-	// Policy is the policy name, as in the RateLimit headers.
+	// Policy is the policy name, as in the RateLimit headers: the
+	// Middleware's, or the name of the quota that decided (Result.Quota).
 	Policy string
 	// Cost is the cost that was asked for.
 	Cost int64
 	// Result is the limiter's decision. Result.Reason tells a quota
-	// decision (ReasonQuota) from one the fail strategy made while Redis
-	// was failing (ReasonFailOpen, ReasonFailClosed).
+	// decision (ReasonQuota, or ReasonShadow when shadow mode let a denied
+	// request through) from one the fail strategy made while Redis was
+	// failing (ReasonFailOpen, ReasonFailClosed).
 	Result ratelimit.Result
 	// Err is the backend error when the fail strategy decided, else nil.
 	Err error
@@ -85,6 +102,8 @@ func FromContext(ctx context.Context) (Decision, bool) {
 //   - Redis failing under ratelimit.FailClosed: 503 Service Unavailable
 //     with Retry-After and a problem of type temporary-reduced-capacity,
 //     not a 429: the client did nothing wrong;
+//   - denied by the quota in shadow mode (ratelimit.WithShadow): the next
+//     handler runs, with the headers saying what the quota would do;
 //   - Redis failing under ratelimit.FailOpen: the next handler runs, and
 //     no rate-limit header is sent, because the state of the quota is
 //     unknown. The Decision in the context says ReasonFailOpen, and the
@@ -182,26 +201,40 @@ func (m *Middleware) Admit(w http.ResponseWriter, r *http.Request, cost int64) (
 		m.cfg.onError(w, r, err) // bad input: a cost above the burst, an over-long identity
 		return r, false
 	}
-	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: m.cfg.policy, Cost: cost, Result: res, Err: err}})
+	policy := m.policyOf(res)
+	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: policy, Cost: cost, Result: res, Err: err}})
 	h := w.Header()
-	if res.Reason == ratelimit.ReasonQuota {
+	// Redis decided (by the quota, or in shadow mode): the quota's state is
+	// known and goes into the headers. The fail strategy decided: it is not.
+	redisDecided := res.Reason != ratelimit.ReasonFailOpen && res.Reason != ratelimit.ReasonFailClosed
+	if redisDecided {
 		var pk []byte
 		if m.cfg.pkSecret != nil {
 			pk = m.partitionKey(id)
 		}
-		m.writeHeaders(h, res, pk)
+		m.writeHeaders(h, policy, res, pk)
 	}
 	if res.Allowed {
 		return r, true
 	}
 	retry := m.cfg.unavailableRetry
-	if res.Reason == ratelimit.ReasonQuota {
+	if redisDecided {
 		retry = max(ceilSeconds(res.RetryAfter), 1)
 	}
 	h.Set(HeaderRetryAfter, strconv.FormatInt(retry, 10))
 	h.Set("Cache-Control", "no-store")
 	m.cfg.denied.ServeHTTP(w, r)
 	return r, false
+}
+
+// policyOf is the policy a decision is reported under: the quota that
+// decided, for a limiter of several quotas (Result.Quota, when it can be a
+// Structured Field String), else the Middleware's policy name.
+func (m *Middleware) policyOf(res ratelimit.Result) string {
+	if q := res.Quota; q != "" && len(q) <= 64 && validSFString(q) {
+		return q
+	}
+	return m.cfg.policy
 }
 
 // partitionKey is the opaque pk of the RateLimit fields: the first 12
