@@ -6,6 +6,7 @@ require (
 	github.com/distributed-rate-limiter/ratelimit-go v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
