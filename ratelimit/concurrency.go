@@ -49,7 +49,7 @@ type ConcurrencyLimiter struct {
 // New except WithAlgorithm, plus WithLeaseTTL. max must be between 1 and
 // 2^53-1 (ErrInvalidLimit otherwise).
 func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*ConcurrencyLimiter, error) {
-	if client == nil {
+	if nilClient(client) {
 		return nil, ErrNilClient
 	}
 	cfg, err := newConfig(opts)

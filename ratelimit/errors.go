@@ -28,7 +28,8 @@ var (
 	// ErrInvalidOption reports an option with a bad value, such as an empty
 	// HMAC secret, a bad namespace or a non-positive timeout.
 	ErrInvalidOption = errors.New("ratelimit: invalid option")
-	// ErrNilClient reports a nil Redis client.
+	// ErrNilClient reports a nil Redis client, including a nil
+	// *redis.Client (or other client pointer) in a non-nil interface.
 	ErrNilClient = errors.New("ratelimit: nil redis client")
 	// ErrInvalidURL reports a Redis URL that cannot be parsed.
 	ErrInvalidURL = errors.New("ratelimit: invalid redis URL")

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,7 +52,7 @@ type Limiter struct {
 // The limit is validated for the algorithm (WithAlgorithm): the window
 // algorithms reject a Burst other than 0 or Rate.
 func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, error) {
-	if client == nil {
+	if nilClient(client) {
 		return nil, ErrNilClient
 	}
 	cfg, err := newConfig(opts)
@@ -115,6 +116,17 @@ func NewFromURL(rawURL string, limit Limit, opts ...Option) (*Limiter, error) {
 	}
 	l.owned = true
 	return l, nil
+}
+
+// nilClient reports whether c is nil, or holds a nil pointer: a
+// *redis.Client variable that was never assigned is a non-nil interface,
+// and would panic on first use (New itself reads its options).
+func nilClient(c redis.UniversalClient) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // inspectClient reports whether c applies context deadlines to its I/O, and

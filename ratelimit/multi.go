@@ -80,7 +80,7 @@ type MultiResult struct {
 // through client. It accepts the options of New except WithAlgorithm (each
 // Quota has its own) and WithLeaseTTL. The quotas slice is copied.
 func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*MultiLimiter, error) {
-	if client == nil {
+	if nilClient(client) {
 		return nil, ErrNilClient
 	}
 	cfg, err := newConfig(opts)
