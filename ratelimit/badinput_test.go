@@ -249,8 +249,11 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 
 	// Options, on each constructor they apply to.
 	ctors := map[string]func(...Option) error{
-		"New":            func(o ...Option) error { _, err := New(c, PerSecond(1), o...); return err },
-		"NewMulti":       func(o ...Option) error { _, err := NewMulti(c, []Quota{{Name: "a", Limit: PerSecond(1)}}, o...); return err },
+		"New": func(o ...Option) error { _, err := New(c, PerSecond(1), o...); return err },
+		"NewMulti": func(o ...Option) error {
+			_, err := NewMulti(c, []Quota{{Name: "a", Limit: PerSecond(1)}}, o...)
+			return err
+		},
 		"NewConcurrency": func(o ...Option) error { _, err := NewConcurrency(c, 1, o...); return err },
 	}
 	badOpts := []struct {
