@@ -30,8 +30,8 @@ import (
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit/httplimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
-	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 	rlotel "github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
+	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 )
 
 // Guessable identities, as applications pass them, and the distinctive part
