@@ -33,6 +33,9 @@ type Limiter struct {
 	// goroutine so that the caller can still leave on time.
 	direct bool
 	server string
+	// pipe shares round trips between concurrent calls (WithPipelining);
+	// nil sends each call on its own.
+	pipe *dispatcher
 	// Script arguments that never change, boxed once.
 	argRate, argPer, argBurst any
 }
@@ -82,6 +85,9 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 		argBurst: u.capacity,
 	}
 	l.direct, l.server = inspectClient(client)
+	if cfg.pipelining {
+		l.pipe = newDispatcher(l)
+	}
 	return l, nil
 }
 
@@ -266,25 +272,30 @@ func (l *Limiter) decide(ctx context.Context, key string, cost int64, apply bool
 		res = l.failResult()
 	}
 	if publish {
-		ev := Event{
-			Namespace:  l.cfg.namespace,
-			Algorithm:  l.cfg.algorithm,
-			Key:        key,
-			Cost:       cost,
-			Result:     res,
-			Start:      start,
-			Duration:   time.Since(start),
-			ServerAddr: l.server,
-		}
-		if err != nil { // keep a nil *BackendError out of the interface
-			ev.Err = err
-		}
-		l.bus.Publish(ctx, ev)
+		l.publish(ctx, key, cost, res, start, time.Since(start), err)
 	}
 	if err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// publish puts one decision on the bus. err is nil when Redis decided.
+func (l *Limiter) publish(ctx context.Context, key string, cost int64, res Result, start time.Time, d time.Duration, err *BackendError) {
+	ev := Event{
+		Namespace:  l.cfg.namespace,
+		Algorithm:  l.cfg.algorithm,
+		Key:        key,
+		Cost:       cost,
+		Result:     res,
+		Start:      start,
+		Duration:   d,
+		ServerAddr: l.server,
+	}
+	if err != nil { // keep a nil *BackendError out of the interface
+		ev.Err = err
+	}
+	l.bus.Publish(ctx, ev)
 }
 
 func (l *Limiter) failResult() Result {
@@ -296,6 +307,16 @@ func (l *Limiter) failResult() Result {
 
 // eval runs one token-bucket decision for key and decodes the reply.
 func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) (Result, *BackendError) {
+	args := l.bucketArgs(cost, apply)
+	reply, err := l.exec(ctx, l.script, []string{key}, args[:]...)
+	if err != nil {
+		return Result{}, err
+	}
+	return l.decodeBucket(reply)
+}
+
+// bucketArgs returns the token-bucket script's ARGV for one call.
+func (l *Limiter) bucketArgs(cost int64, apply bool) [6]any {
 	applyArg, nowArg := 0, int64(0)
 	if apply {
 		applyArg = 1
@@ -303,10 +324,11 @@ func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) 
 	if l.cfg.now != nil {
 		nowArg = l.cfg.now().UnixMicro()
 	}
-	reply, err := l.exec(ctx, l.script, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg)
-	if err != nil {
-		return Result{}, err
-	}
+	return [6]any{l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg}
+}
+
+// decodeBucket turns the token-bucket script's reply into a Result.
+func (l *Limiter) decodeBucket(reply []int64) (Result, *BackendError) {
 	if len(reply) != 5 {
 		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
 	}

@@ -61,10 +61,12 @@ type config struct {
 	bus       *Bus
 	subs      []Subscriber
 	now       func() time.Time // tests only: replaces Redis TIME
+	// pipelining shares round trips between concurrent calls.
+	pipelining bool
 }
 
 func defaultConfig() config {
-	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout}
+	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout, pipelining: true}
 }
 
 // WithNamespace sets the first part of every Redis key and the namespace
@@ -170,6 +172,26 @@ func WithSubscribers(subs ...Subscriber) Option {
 				c.subs = append(c.subs, s)
 			}
 		}
+		return nil
+	})
+}
+
+// WithPipelining turns pipelined decisions on (the default) or off.
+//
+// With pipelining on, concurrent calls on one Limiter share round trips:
+// while a call is in flight, the calls that arrive queue, and go to Redis
+// together, as one pipeline of script calls, as soon as a connection is
+// free. A call that finds nothing in flight goes out at once, so a lone
+// caller waits no longer than without pipelining; under load, throughput
+// rises and latency falls (see BENCHMARKS.md). Every call keeps its own
+// backend timeout, cancellation, error and fail strategy, and its own Event.
+// The limiter keeps at most two connections of the client busy at once.
+//
+// Turn it off to send each call as one EVALSHA of its own, on the caller's
+// goroutine.
+func WithPipelining(on bool) Option {
+	return optionFunc(func(c *config) error {
+		c.pipelining = on
 		return nil
 	})
 }

@@ -1,0 +1,341 @@
+package ratelimit
+
+import (
+	"os"
+	"strconv"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Pipelined decisions.
+//
+// A Limiter with pipelining on (the default, see WithPipelining) has a
+// dispatcher. Concurrent calls queue in it, and whatever is queued goes to
+// Redis as one pipeline of script calls as soon as a connection slot is
+// free: one write and one read for the lot, instead of a round trip each.
+// There is no timer: when a slot is free and nothing is queued, a call goes
+// out at once, as one EVALSHA on the caller's own goroutine, exactly as
+// without pipelining. So a lone caller pays nothing, and under load the
+// batches grow by themselves with the queue (smart batching).
+//
+// Goroutines: the dispatcher has none of its own while idle. A flusher
+// goroutine is started when queued calls find a slot free, and ends as soon
+// as the queue is empty; it never outlives its last batch, which is bounded
+// by the latest backend deadline of its calls (or the client's ReadTimeout,
+// for a client without ContextTimeoutEnabled). No Close is needed.
+//
+// Each call keeps its own semantics: it leaves at its own backend timeout
+// (WithTimeout) or its context's end, whichever comes first, whatever its
+// batch does; a canceled call that has not been sent yet is dropped from its
+// batch; the batch itself runs under a context of its own (without the
+// callers' values or cancellation) with the latest deadline of its calls.
+// A failed batch fails each of its calls with a classified *BackendError, and
+// the caller's fail strategy decides, as for a single call.
+
+const (
+	// defaultPipelineConns is how many pipelines (or lone calls) one limiter
+	// keeps in flight at once. Two lets Redis work on one batch while the
+	// client reads the previous one and builds the next; more splits the
+	// queue into smaller batches for no gain (see BENCHMARKS.md).
+	defaultPipelineConns = 2
+	// maxPipelineBatch bounds the calls in one pipeline, and so the bytes
+	// one connection writes before it reads.
+	maxPipelineBatch = 512
+)
+
+// errBackendTimeout is what a queued call gets when its backend timeout
+// passes before its reply came.
+var errBackendTimeout = fmt.Errorf("ratelimit: no reply within the backend timeout: %w", context.DeadlineExceeded)
+
+// scriptCall is one script call of a pipeline, and its outcome.
+type scriptCall struct {
+	script *redis.Script
+	cmd    *redis.IntSliceCmd
+	reply  []int64
+	err    error
+}
+
+// Call states: who owns a queued call. The caller and the flusher each
+// move a pending call on with one compare-and-swap; whoever loses knows the
+// other side owns it.
+const (
+	callPending   uint32 = iota
+	callCompleted        // the flusher filled in the outcome and signalled done
+	callAbandoned        // the caller left (canceled or timed out); the flusher recycles it
+)
+
+type call struct {
+	scriptCall
+	ctx      context.Context // the caller's, read by the flusher for Err only
+	deadline time.Time
+	state    atomic.Uint32
+	done     chan struct{} // buffered: completing never blocks
+	timer    *time.Timer   // the backend timeout, reused with the call
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+func putCall(c *call) {
+	c.scriptCall = scriptCall{}
+	c.ctx = nil
+	c.state.Store(callPending)
+	callPool.Put(c)
+}
+
+// dispatcher batches the concurrent script calls of one limiter.
+type dispatcher struct {
+	l        *Limiter
+	maxConns int
+	maxBatch int
+
+	mu     sync.Mutex
+	queue  []*call
+	active int          // slots taken: lone calls and flushers in flight
+	spare  [][]*call    // batch buffers of finished flushers, for reuse
+	flushN atomic.Int64 // pipelines sent (for tests and benchmarks)
+
+	// alt, when set (by tests only), replaces the dispatcher: it is how
+	// the benchmarks measure go-redis's own AutoPipeline in its place.
+	alt func(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, *BackendError)
+}
+
+func newDispatcher(l *Limiter) *dispatcher {
+	d := &dispatcher{l: l, maxConns: defaultPipelineConns, maxBatch: maxPipelineBatch}
+	if v, err := strconv.Atoi(os.Getenv("RL_CONNS")); err == nil { // TEMP experiment
+		d.maxConns = v
+	}
+	return d
+}
+
+// do runs one script call through the dispatcher. Like exec, it retains
+// neither keys nor args: they are copied into the command.
+func (d *dispatcher) do(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
+	if ctx.Err() != nil {
+		return nil, newBackendError(context.Cause(ctx))
+	}
+	cmd := newScriptCmd(ctx, script, keys, args)
+	if d.alt != nil {
+		return d.alt(ctx, script, cmd)
+	}
+	now := time.Now()
+	deadline := now.Add(d.l.cfg.timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+
+	d.mu.Lock()
+	if d.active < d.maxConns && len(d.queue) == 0 && d.l.direct {
+		// A free slot and nobody waiting: go out at once, on this
+		// goroutine, as a call of its own.
+		d.active++
+		d.mu.Unlock()
+		reply, err := d.l.runOne(ctx, script, cmd)
+		d.release()
+		return reply, err
+	}
+	c := callPool.Get().(*call)
+	c.script, c.cmd, c.ctx, c.deadline = script, cmd, ctx, deadline
+	d.queue = append(d.queue, c)
+	var batch []*call
+	if d.active < d.maxConns {
+		d.active++
+		batch = d.takeLocked(nil)
+	}
+	d.mu.Unlock()
+	if batch != nil {
+		go d.flush(batch)
+	}
+	return d.wait(ctx, c, deadline.Sub(now))
+}
+
+// wait blocks until c is completed, ctx ends or the backend timeout passes.
+func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) ([]int64, *BackendError) {
+	if c.timer == nil {
+		c.timer = time.NewTimer(timeout)
+	} else {
+		c.timer.Reset(timeout)
+	}
+	select {
+	case <-c.done:
+		c.timer.Stop()
+	case <-ctx.Done():
+		// Stop the timer before giving the call up: once abandoned it may
+		// be recycled and its timer reset by another caller.
+		c.timer.Stop()
+		if c.state.CompareAndSwap(callPending, callAbandoned) {
+			return nil, newBackendError(context.Cause(ctx))
+		}
+		<-c.done // completed meanwhile: take the reply
+	case <-c.timer.C:
+		if c.state.CompareAndSwap(callPending, callAbandoned) {
+			return nil, newBackendError(errBackendTimeout)
+		}
+		<-c.done
+	}
+	reply, err := c.reply, c.err
+	putCall(c)
+	if err != nil {
+		return nil, newBackendError(err)
+	}
+	return reply, nil
+}
+
+// release gives a lone call's slot back, or hands it to a flusher for what
+// queued meanwhile.
+func (d *dispatcher) release() {
+	d.mu.Lock()
+	if len(d.queue) == 0 {
+		d.active--
+		d.mu.Unlock()
+		return
+	}
+	batch := d.takeLocked(nil)
+	d.mu.Unlock()
+	go d.flush(batch)
+}
+
+// takeLocked moves up to maxBatch queued calls into dst (or a spare
+// buffer), oldest first.
+func (d *dispatcher) takeLocked(dst []*call) []*call {
+	if dst == nil {
+		if n := len(d.spare); n > 0 {
+			dst, d.spare = d.spare[n-1], d.spare[:n-1]
+		} else {
+			dst = make([]*call, 0, min(len(d.queue), d.maxBatch))
+		}
+	}
+	n := min(len(d.queue), d.maxBatch)
+	dst = append(dst[:0], d.queue[:n]...)
+	rest := copy(d.queue, d.queue[n:])
+	clear(d.queue[rest:])
+	d.queue = d.queue[:rest]
+	return dst
+}
+
+// flush sends batch, then whatever queued meanwhile, until the queue is
+// empty; then it gives its slot back and ends.
+func (d *dispatcher) flush(batch []*call) {
+	for {
+		d.run(batch)
+		clear(batch)
+		d.mu.Lock()
+		if len(d.queue) == 0 {
+			d.active--
+			d.spare = append(d.spare, batch[:0])
+			d.mu.Unlock()
+			return
+		}
+		batch = d.takeLocked(batch)
+		d.mu.Unlock()
+	}
+}
+
+// run sends one batch as a pipeline and completes each of its calls.
+func (d *dispatcher) run(batch []*call) {
+	now := time.Now()
+	var deadline time.Time
+	live := make([]*scriptCall, 0, len(batch))
+	sent := batch[:0]
+	for _, c := range batch {
+		switch {
+		case c.state.Load() == callAbandoned:
+			putCall(c) // its caller left before it was sent: drop it
+			continue
+		case c.ctx.Err() != nil:
+			d.complete(c, nil, context.Cause(c.ctx))
+			continue
+		case !now.Before(c.deadline):
+			d.complete(c, nil, errBackendTimeout)
+			continue
+		}
+		if c.deadline.After(deadline) {
+			deadline = c.deadline
+		}
+		live = append(live, &c.scriptCall)
+		sent = append(sent, c)
+	}
+	if len(sent) == 0 {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	d.flushN.Add(1)
+	d.l.pipelined(ctx, live)
+	cancel()
+	for _, c := range sent {
+		d.complete(c, c.reply, c.err)
+	}
+}
+
+// complete hands the outcome to c's caller, or recycles c if the caller
+// has left.
+func (d *dispatcher) complete(c *call, reply []int64, err error) {
+	c.reply, c.err = reply, err
+	if c.state.CompareAndSwap(callPending, callCompleted) {
+		c.done <- struct{}{}
+		return
+	}
+	putCall(c)
+}
+
+// pipelined sends calls as one pipeline (go-redis splits it per node on a
+// Cluster) and fills in each call's reply or error. Calls that failed with
+// NOSCRIPT (the script cache was flushed, or a node restarted) are retried,
+// and only they: their scripts are loaded once each (on every master of a
+// Cluster) and the calls sent again; any still NOSCRIPT (a node the load did
+// not reach) go as EVAL, which carries the script's source.
+func (l *Limiter) pipelined(ctx context.Context, calls []*scriptCall) {
+	pipe := l.client.Pipeline()
+	for _, c := range calls {
+		_ = pipe.Process(ctx, c.cmd)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []*scriptCall
+	for _, c := range calls {
+		c.reply, c.err = c.cmd.Result()
+		if c.err != nil && isNoScript(c.err) {
+			retry = append(retry, c)
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	var loaded []*redis.Script
+	for _, c := range retry {
+		if !slices.Contains(loaded, c.script) {
+			loaded = append(loaded, c.script)
+			_ = c.script.Load(ctx, l.client).Err() // a failure shows in the retry
+		}
+	}
+	pipe = l.client.Pipeline()
+	for _, c := range retry {
+		c.cmd = redis.NewIntSliceCmd(ctx, c.cmd.Args()...)
+		_ = pipe.Process(ctx, c.cmd)
+	}
+	_, _ = pipe.Exec(ctx)
+	var again []*scriptCall
+	for _, c := range retry {
+		c.reply, c.err = c.cmd.Result()
+		if c.err != nil && isNoScript(c.err) {
+			again = append(again, c)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	pipe = l.client.Pipeline()
+	evals := make([]*redis.Cmd, len(again))
+	for i, c := range again {
+		keys, args := splitScriptCmd(c.cmd)
+		evals[i] = c.script.Eval(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range again {
+		c.reply, c.err = evals[i].Int64Slice()
+	}
+}
