@@ -1,11 +1,11 @@
 package ratelimit
 
 import (
-	"os"
-	"strconv"
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
