@@ -16,9 +16,15 @@
 -- Reply: {allowed (0|1), remaining tokens, retry_after µs, reset_after µs, now µs}
 local MAX = 9007199254740991
 
+-- int_arg accepts only plain decimal digits (what the Go side sends): no
+-- sign, exponent, hex, spaces, inf or nan, and at most 16 digits.
 local function int_arg(i, min, max)
-  local v = tonumber(ARGV[i])
-  if v == nil or v ~= v or v < min or v > max or v ~= math.floor(v) then
+  local s = ARGV[i]
+  if type(s) ~= 'string' or #s > 16 or not string.find(s, '^%d+$') then
+    return nil
+  end
+  local v = tonumber(s)
+  if v < min or v > max then
     return nil
   end
   return v

@@ -123,3 +123,8 @@ func redistestStartB(b *testing.B, extra ...string) *redistest.Server {
 	b.Helper()
 	return redistest.Start(b, extra...)
 }
+
+func redistestStartTLS(t *testing.T, extra ...string) *redistest.Server {
+	t.Helper()
+	return redistest.StartTLS(t, extra...)
+}

@@ -9,6 +9,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,9 @@ type Server struct {
 	Addr string
 	// Port is the server's port.
 	Port int
+	// TLS is the client configuration trusting the server's certificate,
+	// for a server from StartTLS; nil otherwise.
+	TLS *tls.Config
 
 	tb     testing.TB
 	bin    string
@@ -65,6 +69,24 @@ func Binary(tb testing.TB, name string) string {
 // command-line arguments ("--maxmemory", "1mb", ...).
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
+	return start(tb, nil, extra)
+}
+
+// StartTLS starts a redis-server that accepts TLS connections only, with a
+// certificate for 127.0.0.1 signed by a CA made for the test. Server.TLS
+// trusts that CA; clients are not asked for certificates.
+func StartTLS(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
+	pki, err := newTestPKI(dir)
+	if err != nil {
+		tb.Fatalf("redistest: certificates: %v", err)
+	}
+	return start(tb, pki, extra)
+}
+
+func start(tb testing.TB, pki *testPKI, extra []string) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb, "redis-server"), dir: tb.TempDir()}
 	var lastErr error
 	for range 5 {
@@ -74,11 +96,19 @@ func Start(tb testing.TB, extra ...string) *Server {
 		}
 		s.Port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		s.args = append([]string{
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		portArgs := []string{"--port", strconv.Itoa(port)}
+		if pki != nil {
+			s.TLS = pki.clientConfig
+			portArgs = []string{
+				"--port", "0", "--tls-port", strconv.Itoa(port),
+				"--tls-cert-file", pki.certFile, "--tls-key-file", pki.keyFile,
+				"--tls-ca-cert-file", pki.caFile, "--tls-auth-clients", "no",
+			}
+		}
+		s.args = append(append(portArgs, "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", s.dir,
 			"--daemonize", "no", "--loglevel", "warning",
-		}, extra...)
+		), extra...)
 		if lastErr = s.start(); lastErr == nil {
 			tb.Cleanup(s.Stop)
 			return s
@@ -118,7 +148,7 @@ func (s *Server) start() error {
 		close(exited)
 	}()
 	s.cmd, s.exited = cmd, exited
-	if err := waitReady(s.Addr, exited, 10*time.Second); err != nil {
+	if err := waitReady(s.Addr, s.TLS, exited, 10*time.Second); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
 		log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
@@ -129,10 +159,17 @@ func (s *Server) start() error {
 
 // waitReady polls PING until the server answers, it exits, or the timeout
 // passes.
-func waitReady(addr string, exited <-chan struct{}, timeout time.Duration) error {
+func waitReady(addr string, tlsConfig *tls.Config, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		var conn net.Conn
+		var err error
+		dialer := &net.Dialer{Timeout: 200 * time.Millisecond}
+		if tlsConfig != nil {
+			conn, err = tls.DialWithDialer(dialer, "tcp", addr, tlsConfig)
+		} else {
+			conn, err = dialer.Dial("tcp", addr)
+		}
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write([]byte("PING\r\n"))
@@ -159,7 +196,7 @@ func waitReady(addr string, exited <-chan struct{}, timeout time.Duration) error
 // ContextTimeoutEnabled, closed when the test ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true, TLSConfig: s.TLS})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
