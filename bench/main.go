@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,7 @@ type config struct {
 	out       string
 	smoke     bool
 	maxCalls  int
+	cpuprof   string
 	args      []string
 }
 
@@ -80,6 +82,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md, benchmarks.svg and benchmarks.json to")
 	fs.BoolVar(&c.smoke, "smoke", false, "run every cell for a moment, one round (seconds in total; for CI, no figure is meaningful)")
 	fs.IntVar(&c.maxCalls, "max-calls", 10_000_000, "bound on the calls of one goroutine in one cell")
+	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -138,6 +141,17 @@ func run(args []string) error {
 		return err
 	}
 
+	if cfg.cpuprof != "" {
+		f, err := os.Create(cfg.cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r := &runner{addr: srv.addr, admin: admin, flush: srv.owned, dur: cfg.dur, warm: cfg.warm, maxCalls: cfg.maxCalls}
 	samples := map[cell][]sample{}
 	total := cfg.rounds * len(cfg.keyspaces) * len(cfg.concs) * len(cases)

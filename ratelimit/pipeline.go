@@ -285,10 +285,13 @@ func (d *dispatcher) complete(c *call, reply []int64, err error) {
 
 // pipelined sends calls as one pipeline (go-redis splits it per node on a
 // Cluster) and fills in each call's reply or error. Calls that failed with
-// NOSCRIPT (the script cache was flushed, or a node restarted) are retried,
-// and only they: their scripts are loaded once each (on every master of a
-// Cluster) and the calls sent again; any still NOSCRIPT (a node the load did
-// not reach) go as EVAL, which carries the script's source.
+// NOSCRIPT (the script cache was flushed, or a node restarted or failed
+// over) are retried, and only they. The retry sends, per script, its first
+// failed call as EVAL, which runs it and puts the script back in the cache,
+// and the others as EVALSHA behind it on the same connection; on a Cluster
+// the EVAL reaches one node only, so calls that still get NOSCRIPT go once
+// more, each as EVAL. No SCRIPT LOAD is needed, so a Redis ACL user limited
+// to EVAL and EVALSHA (see README) is enough.
 func (l *Limiter) pipelined(ctx context.Context, calls []*scriptCall) {
 	pipe := l.client.Pipeline()
 	for _, c := range calls {
@@ -305,21 +308,26 @@ func (l *Limiter) pipelined(ctx context.Context, calls []*scriptCall) {
 	if len(retry) == 0 {
 		return
 	}
-	var loaded []*redis.Script
-	for _, c := range retry {
-		if !slices.Contains(loaded, c.script) {
-			loaded = append(loaded, c.script)
-			_ = c.script.Load(ctx, l.client).Err() // a failure shows in the retry
-		}
-	}
+	evals := map[*scriptCall]*redis.Cmd{}
+	var loading []*redis.Script
 	pipe = l.client.Pipeline()
 	for _, c := range retry {
+		if !slices.Contains(loading, c.script) {
+			loading = append(loading, c.script)
+			keys, args := splitScriptCmd(c.cmd)
+			evals[c] = c.script.Eval(ctx, pipe, keys, args...)
+			continue
+		}
 		c.cmd = redis.NewIntSliceCmd(ctx, c.cmd.Args()...)
 		_ = pipe.Process(ctx, c.cmd)
 	}
 	_, _ = pipe.Exec(ctx)
 	var again []*scriptCall
 	for _, c := range retry {
+		if ev, ok := evals[c]; ok {
+			c.reply, c.err = ev.Int64Slice()
+			continue
+		}
 		c.reply, c.err = c.cmd.Result()
 		if c.err != nil && isNoScript(c.err) {
 			again = append(again, c)
@@ -329,13 +337,13 @@ func (l *Limiter) pipelined(ctx context.Context, calls []*scriptCall) {
 		return
 	}
 	pipe = l.client.Pipeline()
-	evals := make([]*redis.Cmd, len(again))
+	last := make([]*redis.Cmd, len(again))
 	for i, c := range again {
 		keys, args := splitScriptCmd(c.cmd)
-		evals[i] = c.script.Eval(ctx, pipe, keys, args...)
+		last[i] = c.script.Eval(ctx, pipe, keys, args...)
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, c := range again {
-		c.reply, c.err = evals[i].Int64Slice()
+		c.reply, c.err = last[i].Int64Slice()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -558,5 +559,69 @@ func TestPipeliningOff(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPipelineACLNoScript: a Redis user limited to the commands in the
+// README's ACL line (no SCRIPT LOAD) still recovers pipelined calls and a
+// batch from an empty script cache.
+func TestPipelineACLNoScript(t *testing.T) {
+	srv := redistestStart(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	args := []any{"ACL", "SETUSER", "limiter", "on", ">s3cret-pass", "~acl:*", "resetchannels"}
+	for _, f := range strings.Fields(aclCommands) {
+		args = append(args, f)
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "limiter", Password: "s3cret-pass", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = c.Close() })
+	hook := &pipelineHook{}
+	c.AddHook(hook)
+	l := mustNew(t, c, PerMinute(10), WithNamespace("acl"), WithTimeout(10*time.Second))
+	reqs := []Request{{"a", 1}, {"b", 2}, {"a", 3}}
+	results, err := l.BatchAllow(ctx, reqs) // the script was never loaded
+	if err != nil {
+		t.Fatalf("BatchAllow on an empty script cache as the ACL user: %v", err)
+	}
+	for i, want := range []int64{9, 8, 6} {
+		if !results[i].Allowed || results[i].Remaining != want {
+			t.Errorf("request %d: %+v, want %d remaining", i, results[i], want)
+		}
+	}
+	hook.mu.Lock()
+	sizes := append([]int(nil), hook.sizes...)
+	hook.mu.Unlock()
+	// All three failed with NOSCRIPT; the retry (one EVAL, two EVALSHA)
+	// succeeded without a third pass.
+	if len(sizes) != 2 || sizes[0] != 3 || sizes[1] != 3 {
+		t.Errorf("pipelines of %v, want [3 3]", sizes)
+	}
+
+	if err := admin.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	slots := fillSlots(t, srv, l)
+	defer srv.Resume()
+	outs := make(chan outcome, 10)
+	for i := range 10 {
+		go func() {
+			res, err := l.Allow(ctx, "q-"+strconv.Itoa(i))
+			outs <- outcome{res, err}
+		}()
+	}
+	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == 10 })
+	srv.Resume()
+	for range 10 {
+		if o := <-outs; o.err != nil || !o.res.Allowed || o.res.Remaining != 9 {
+			t.Errorf("queued call after SCRIPT FLUSH as the ACL user: %+v %v", o.res, o.err)
+		}
+	}
+	for range l.pipe.maxConns {
+		if o := <-slots; o.err != nil {
+			t.Errorf("slot call: %v", o.err)
+		}
 	}
 }
