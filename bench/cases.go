@@ -45,19 +45,26 @@ type subscriberCtor struct {
 	new  func() (ratelimit.Subscriber, func(), error)
 }
 
-// telemetrySubscribers are the subscribers of the "+telemetry" cases: every
-// subscriber this repository ships. When a subscriber package lands (such as
-// telemetry/prom or telemetry/otel), add it here; the report lists them.
+// telemetrySubscribers are the subscribers of the "+ telemetry" cases: every
+// subscriber this repository ships, configured as in production. When a
+// subscriber package lands (such as telemetry/prom or telemetry/otel), add
+// it here; the report lists what ran.
 var telemetrySubscribers = []subscriberCtor{
-	{"slog (telemetry.Slog, JSON handler at Info to io.Discard, every decision logged at Info)",
+	{"slog: telemetry.Slog with its default levels on a JSON handler at Info writing to io.Discard (allowed decisions are Debug, so they cost one Enabled check)",
 		func() (ratelimit.Subscriber, func(), error) {
-			h := slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})
-			lv := slog.LevelInfo
-			return telemetry.Slog(slog.New(h), telemetry.WithLevels(telemetry.Levels{Allowed: lv, Blocked: lv, FailOpen: lv, FailClosed: lv})), func() {}, nil
+			return telemetry.Slog(slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))), func() {}, nil
 		}},
 }
 
-func ours(pipelining, withTelemetry bool) func(rdb *redis.Client) (decideFunc, func(), error) {
+// logEverything is the worst case of the slog subscriber: every decision
+// formatted and written (to io.Discard).
+var logEverything = subscriberCtor{"slog, every decision logged at Info", func() (ratelimit.Subscriber, func(), error) {
+	lv := slog.LevelInfo
+	h := slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: lv})
+	return telemetry.Slog(slog.New(h), telemetry.WithLevels(telemetry.Levels{Allowed: lv, Blocked: lv, FailOpen: lv, FailClosed: lv})), func() {}, nil
+}}
+
+func ours(pipelining bool, subs []subscriberCtor) func(rdb *redis.Client) (decideFunc, func(), error) {
 	return func(rdb *redis.Client) (decideFunc, func(), error) {
 		opts := []ratelimit.Option{ratelimit.WithNamespace("bench"), ratelimit.WithPipelining(pipelining)}
 		var closers []func()
@@ -66,16 +73,14 @@ func ours(pipelining, withTelemetry bool) func(rdb *redis.Client) (decideFunc, f
 				c()
 			}
 		}
-		if withTelemetry {
-			for _, s := range telemetrySubscribers {
-				sub, closeSub, err := s.new()
-				if err != nil {
-					closeAll()
-					return nil, nil, fmt.Errorf("subscriber %s: %w", s.name, err)
-				}
-				opts = append(opts, ratelimit.WithSubscribers(sub))
-				closers = append(closers, closeSub)
+		for _, s := range subs {
+			sub, closeSub, err := s.new()
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("subscriber %s: %w", s.name, err)
 			}
+			opts = append(opts, ratelimit.WithSubscribers(sub))
+			closers = append(closers, closeSub)
 		}
 		l, err := ratelimit.New(rdb, ratelimit.PerSecond(rate), opts...)
 		if err != nil {
@@ -100,16 +105,19 @@ func allCases() []benchCase {
 	return []benchCase{
 		{Name: "ratelimit", Label: "ratelimit (pipelined)",
 			Note:  "this library, token bucket, pipelining on (the default), no subscriber",
-			setup: ours(true, false)},
+			setup: ours(true, nil)},
 		{Name: "ratelimit-nopipe", Label: "ratelimit (no pipelining)",
 			Note:  "this library, token bucket, WithPipelining(false), no subscriber",
-			setup: ours(false, false)},
+			setup: ours(false, nil)},
 		{Name: "ratelimit-telemetry", Label: "ratelimit (pipelined) + telemetry",
-			Note:  "as ratelimit, with every telemetry subscriber on",
-			setup: ours(true, true)},
+			Note:  "as ratelimit, with every telemetry subscriber on (listed below)",
+			setup: ours(true, telemetrySubscribers)},
 		{Name: "ratelimit-nopipe-telemetry", Label: "ratelimit (no pipelining) + telemetry",
 			Note:  "as ratelimit-nopipe, with every telemetry subscriber on",
-			setup: ours(false, true)},
+			setup: ours(false, telemetrySubscribers)},
+		{Name: "ratelimit-slog-all", Label: "ratelimit (pipelined) + slog of every decision",
+			Note:  "as ratelimit, with the slog subscriber logging every decision at Info (JSON to io.Discard): the cost of formatting a log line per decision",
+			setup: ours(true, []subscriberCtor{logEverything})},
 		{Name: "redis_rate", Label: "go-redis/redis_rate v10",
 			Note: "GCRA, one EVALSHA per call (Limiter.Allow)",
 			setup: func(rdb *redis.Client) (decideFunc, func(), error) {

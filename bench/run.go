@@ -26,10 +26,16 @@ type sample struct {
 	P999      float64 `json:"p999_us"`
 	Allocs    float64 `json:"allocs_per_decision"`
 	RedisCPU  float64 `json:"redis_cpu_us_per_decision"`
-	// RedisCmd is the time Redis spent in commands per decision, from
-	// INFO commandstats; Cmds the commands sent per decision.
-	RedisCmd float64            `json:"redis_cmd_us_per_decision"`
-	Cmds     map[string]float64 `json:"cmds_per_decision"`
+	// Cmds are the commands Redis ran, from INFO commandstats.
+	Cmds map[string]cmdUse `json:"commands"`
+}
+
+// cmdUse is one command's calls per decision and Redis time per call
+// (commandstats usec_per_call; a script's time includes the commands it
+// calls, which are counted again on their own lines).
+type cmdUse struct {
+	PerDecision float64 `json:"per_decision"`
+	USPerCall   float64 `json:"us_per_call"`
 }
 
 type cell struct {
@@ -120,22 +126,19 @@ func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) 
 		P50:       us(h.quantile(0.50)),
 		P99:       us(h.quantile(0.99)),
 		P999:      us(h.quantile(0.999)),
-		Cmds:      map[string]float64{},
+		Cmds:      map[string]cmdUse{},
 	}
 	if d.ok > 0 {
 		n := float64(d.ok)
 		s.PerSec = n / d.elapsed.Seconds()
 		s.Allocs = float64(m1.Mallocs-m0.Mallocs) / n
 		s.RedisCPU = (cpu1 - cpu0) * 1e6 / n
-		var usec int64
 		for name, st := range stats {
-			if name == "info" || name == "config|resetstat" || name == "config" {
+			if name == "info" || name == "config|resetstat" || name == "config" || st.Calls == 0 {
 				continue // the benchmark's own
 			}
-			usec += st.Usec
-			s.Cmds[name] = float64(st.Calls) / n
+			s.Cmds[name] = cmdUse{PerDecision: float64(st.Calls) / n, USPerCall: float64(st.Usec) / float64(st.Calls)}
 		}
-		s.RedisCmd = float64(usec) / n
 	}
 	return s, nil
 }
@@ -202,18 +205,17 @@ func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, co
 // summary is the median over rounds of each measure of one cell.
 type summary struct {
 	cell
-	Rounds    int                `json:"rounds"`
-	PerSec    float64            `json:"decisions_per_sec"`
-	P50       float64            `json:"p50_us"`
-	P99       float64            `json:"p99_us"`
-	P999      float64            `json:"p999_us"`
-	Allocs    float64            `json:"allocs_per_decision"`
-	RedisCPU  float64            `json:"redis_cpu_us_per_decision"`
-	RedisCmd  float64            `json:"redis_cmd_us_per_decision"`
-	Cmds      map[string]float64 `json:"cmds_per_decision"`
-	Errors    uint64             `json:"errors"`
-	FirstErr  string             `json:"first_error,omitempty"`
-	Decisions uint64             `json:"decisions"`
+	Rounds    int               `json:"rounds"`
+	PerSec    float64           `json:"decisions_per_sec"`
+	P50       float64           `json:"p50_us"`
+	P99       float64           `json:"p99_us"`
+	P999      float64           `json:"p999_us"`
+	Allocs    float64           `json:"allocs_per_decision"`
+	RedisCPU  float64           `json:"redis_cpu_us_per_decision"`
+	Cmds      map[string]cmdUse `json:"commands"`
+	Errors    uint64            `json:"errors"`
+	FirstErr  string            `json:"first_error,omitempty"`
+	Decisions uint64            `json:"decisions"`
 }
 
 func summarize(c cell, ss []sample) summary {
@@ -237,8 +239,7 @@ func summarize(c cell, ss []sample) summary {
 		P999:     med(func(s sample) float64 { return s.P999 }),
 		Allocs:   med(func(s sample) float64 { return s.Allocs }),
 		RedisCPU: med(func(s sample) float64 { return s.RedisCPU }),
-		RedisCmd: med(func(s sample) float64 { return s.RedisCmd }),
-		Cmds:     map[string]float64{},
+		Cmds:     map[string]cmdUse{},
 	}
 	names := map[string]bool{}
 	for _, s := range ss {
@@ -252,27 +253,36 @@ func summarize(c cell, ss []sample) summary {
 		}
 	}
 	for n := range names {
-		out.Cmds[n] = med(func(s sample) float64 { return s.Cmds[n] })
+		out.Cmds[n] = cmdUse{
+			PerDecision: med(func(s sample) float64 { return s.Cmds[n].PerDecision }),
+			USPerCall:   med(func(s sample) float64 { return s.Cmds[n].USPerCall }),
+		}
 	}
 	return out
 }
 
-// cmdsString renders commands per decision: "evalsha 1.00, time 0.50".
-func cmdsString(m map[string]float64) string {
+// cmdsString renders commands per decision and Redis time per call:
+// "EVALSHA 1.00 × 7.9 µs, TIME 1.00 × 0.3 µs".
+func cmdsString(m map[string]cmdUse) string {
 	type kv struct {
 		k string
-		v float64
+		v cmdUse
 	}
 	var all []kv
 	for k, v := range m {
-		if v >= 0.005 {
+		if v.PerDecision >= 0.005 {
 			all = append(all, kv{k, v})
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v || all[i].v == all[j].v && all[i].k < all[j].k })
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].v.PerDecision != all[j].v.PerDecision {
+			return all[i].v.PerDecision > all[j].v.PerDecision
+		}
+		return all[i].k < all[j].k
+	})
 	parts := make([]string, len(all))
 	for i, e := range all {
-		parts[i] = fmt.Sprintf("%s %.2f", strings.ToUpper(e.k), e.v)
+		parts[i] = fmt.Sprintf("%s %.2f × %.1f µs", strings.ToUpper(e.k), e.v.PerDecision, e.v.USPerCall)
 	}
 	return strings.Join(parts, ", ")
 }
