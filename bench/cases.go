@@ -175,6 +175,24 @@ func allCases() []benchCase {
 			prefix: "raw-tb:",
 			// rate 1 unit/µs, 1 unit per token: PerSecond(1e6), as the library sends it
 			setup: rawScript(lua.TokenBucket, int64(1), int64(1), int64(rate), int64(1), int64(1), int64(0))},
+		{Name: "raw-evalsha-tokenbucket-autopipeline", Label: "raw EVALSHA (token_bucket.lua), go-redis AutoPipeline",
+			Note: "as raw EVALSHA (token_bucket.lua), sent through go-redis v9.23's experimental AutoPipeline (blocking face, default options): " +
+				"the alternative to this library's own dispatcher",
+			prefix: "raw-tb-ap:",
+			setup: func(rdb *redis.Client) (decideFunc, func(), error) {
+				ap, err := rdb.AutoPipeline()
+				if err != nil {
+					return nil, nil, err
+				}
+				s := redis.NewScript(lua.TokenBucket)
+				if err := s.Load(context.Background(), rdb).Err(); err != nil {
+					return nil, nil, err
+				}
+				sha := s.Hash()
+				return func(ctx context.Context, key string) error {
+					return ap.EvalSha(ctx, sha, []string{key}, int64(1), int64(1), int64(rate), int64(1), int64(1), int64(0)).Err()
+				}, func() { _ = ap.Close() }, nil
+			}},
 		{Name: "raw-evalsha", Label: "raw EVALSHA (trivial script)",
 			Note:   "EVALSHA of `" + trivialScript + "`: the ceiling of any script-based limiter",
 			prefix: "raw-es:",

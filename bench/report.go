@@ -216,6 +216,7 @@ func (r *report) markdown() string {
 	w("\n")
 
 	w("## Decisions per second\n\n![decisions per second by concurrency](benchmarks.svg)\n\n")
+	r.choices(w)
 
 	for _, nk := range r.cfg.keyspaces {
 		w("## %s\n\n", strings.ToUpper(keysLabel(nk)[:1])+keysLabel(nk)[1:])
@@ -261,6 +262,39 @@ func (r *report) markdown() string {
 	w("  different case each round; each figure is the median over the rounds. Client and Redis share the machine's\n")
 	w("  %d CPUs.\n", e.CPUs)
 	return b.String()
+}
+
+// choices puts the cases behind the library's choices side by side:
+// pipelining on or off, and its own dispatcher against go-redis's
+// AutoPipeline.
+func (r *report) choices(w func(string, ...any)) {
+	const manyKeys = 10000
+	names := []string{"ratelimit", "ratelimit-nopipe", "raw-evalsha-tokenbucket-autopipeline", "raw-evalsha-tokenbucket"}
+	var have []string
+	for _, n := range names {
+		if _, ok := r.get(n, manyKeys, r.cfg.concs[0]); ok {
+			have = append(have, n)
+		}
+	}
+	if len(have) < 2 {
+		return
+	}
+	w("## Pipelining: on or off, own dispatcher or go-redis AutoPipeline (10,000 keys)\n\n")
+	w("Decisions/s and p50 by concurrency. The AutoPipeline line sends the same script by hand (no key hashing,\n")
+	w("no Result, no event), so it does less work than the library does.\n\n| Conc. |")
+	for _, n := range have {
+		w(" %s |", r.label(n))
+	}
+	w("\n|---:|%s\n", strings.Repeat("---:|", len(have)))
+	for _, conc := range r.cfg.concs {
+		w("| %d |", conc)
+		for _, n := range have {
+			s, _ := r.get(n, manyKeys, conc)
+			w(" %s/s, p50 %s |", thousands(s.PerSec), fmtUS(s.P50))
+		}
+		w("\n")
+	}
+	w("\n")
 }
 
 func errCell(s summary) string {
