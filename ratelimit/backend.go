@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -37,8 +38,14 @@ func (l *Limiter) execOne(ctx context.Context, script *redis.Script, keys []stri
 // context deadlines, else on one of its own so that the caller still leaves
 // on time.
 func (l *Limiter) runOne(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, *BackendError) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
-	defer cancel()
+	// A caller's deadline within the backend timeout already bounds the
+	// call; only a later one (or none) needs a context of its own, which
+	// costs five allocations.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.cfg.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.cfg.timeout)
+		defer cancel()
+	}
 	var (
 		reply []int64
 		err   error
