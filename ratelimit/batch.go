@@ -54,8 +54,7 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 	calls := make([]scriptCall, len(reqs))
 	ptrs := make([]*scriptCall, len(reqs))
 	for i, r := range reqs {
-		args := l.bucketArgs(r.Cost, true)
-		calls[i] = scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, keys[i:i+1], args[:])}
+		calls[i] = l.batchCall(ctx, keys[i:i+1], r.Cost)
 		ptrs[i] = &calls[i]
 	}
 
@@ -83,7 +82,7 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		case calls[i].err != nil:
 			err = newBackendError(calls[i].err)
 		default:
-			res, err = l.decodeBucket(calls[i].reply)
+			res, err = l.batchDecode(calls[i].reply)
 		}
 		if err != nil {
 			res = l.failResult()
@@ -93,7 +92,20 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		}
 		results[i] = res
 		if publish {
-			l.publish(ctx, keys[i], reqs[i].Cost, res, start, took, err)
+			ev := Event{
+				Namespace:  l.cfg.namespace,
+				Algorithm:  l.cfg.algorithm,
+				Key:        keys[i],
+				Cost:       reqs[i].Cost,
+				Result:     res,
+				Start:      start,
+				Duration:   took,
+				ServerAddr: l.server,
+			}
+			if err != nil { // keep a nil *BackendError out of the interface
+				ev.Err = err
+			}
+			l.bus.Publish(ctx, ev)
 		}
 	}
 	if first != nil {
@@ -124,4 +136,32 @@ func (l *Limiter) runBatch(ctx context.Context, calls []*scriptCall) *BackendErr
 	case <-ctx.Done():
 		return newBackendError(context.Cause(ctx))
 	}
+}
+
+// batchCall builds the script call AllowN(ctx, identity, cost) makes for
+// key: the same script and arguments as eval (spending; Redis TIME, or the
+// test clock). TestBatchAllow holds the two to the same results.
+func (l *Limiter) batchCall(ctx context.Context, key []string, cost int64) scriptCall {
+	nowArg := int64(0)
+	if l.cfg.now != nil {
+		nowArg = l.cfg.now().UnixMicro()
+	}
+	args := [...]any{l.argRate, l.argPer, l.argBurst, cost, 1, nowArg}
+	return scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, key, args[:])}
+}
+
+// batchDecode turns a reply of the token-bucket script into a Result, as
+// eval does.
+func (l *Limiter) batchDecode(reply []int64) (Result, *BackendError) {
+	if len(reply) != 5 {
+		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
+	}
+	return Result{
+		Allowed:    reply[0] == 1,
+		Reason:     ReasonQuota,
+		Limit:      l.limit,
+		Remaining:  reply[1],
+		RetryAfter: durationUS(reply[2]),
+		ResetAfter: durationUS(reply[3]),
+	}, nil
 }

@@ -58,6 +58,16 @@ func TestBatchAllow(t *testing.T) {
 					t.Errorf("event %d: %+v, want key %s cost %d result %+v", i, e, key, reqs[i].Cost, results[i])
 				}
 			}
+			// The same requests one by one through AllowN, on a limiter of
+			// its own namespace, give the same results: BatchAllow sends what
+			// AllowN sends.
+			single := mustNew(t, b.client, PerMinute(60).WithBurst(5), append(b.opts, WithNamespace("single"))...)
+			for i, r := range reqs {
+				res, err := single.AllowN(ctx, r.Identity, r.Cost)
+				if err != nil || res != results[i] {
+					t.Errorf("request %d: AllowN gives %+v %v, BatchAllow gave %+v", i, res, err, results[i])
+				}
+			}
 			// The batch spent what it said: alice has 1 token left.
 			if res, err := l.Peek(ctx, "alice"); err != nil || res.Remaining != 1 {
 				t.Errorf("Peek(alice) after the batch: %+v %v", res, err)

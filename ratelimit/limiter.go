@@ -85,7 +85,7 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 		argBurst: u.capacity,
 	}
 	l.direct, l.server = inspectClient(client)
-	if cfg.pipelining {
+	if !cfg.noPipelining {
 		l.pipe = newDispatcher(l)
 	}
 	return l, nil
@@ -272,30 +272,25 @@ func (l *Limiter) decide(ctx context.Context, key string, cost int64, apply bool
 		res = l.failResult()
 	}
 	if publish {
-		l.publish(ctx, key, cost, res, start, time.Since(start), err)
+		ev := Event{
+			Namespace:  l.cfg.namespace,
+			Algorithm:  l.cfg.algorithm,
+			Key:        key,
+			Cost:       cost,
+			Result:     res,
+			Start:      start,
+			Duration:   time.Since(start),
+			ServerAddr: l.server,
+		}
+		if err != nil { // keep a nil *BackendError out of the interface
+			ev.Err = err
+		}
+		l.bus.Publish(ctx, ev)
 	}
 	if err != nil {
 		return res, err
 	}
 	return res, nil
-}
-
-// publish puts one decision on the bus. err is nil when Redis decided.
-func (l *Limiter) publish(ctx context.Context, key string, cost int64, res Result, start time.Time, d time.Duration, err *BackendError) {
-	ev := Event{
-		Namespace:  l.cfg.namespace,
-		Algorithm:  l.cfg.algorithm,
-		Key:        key,
-		Cost:       cost,
-		Result:     res,
-		Start:      start,
-		Duration:   d,
-		ServerAddr: l.server,
-	}
-	if err != nil { // keep a nil *BackendError out of the interface
-		ev.Err = err
-	}
-	l.bus.Publish(ctx, ev)
 }
 
 func (l *Limiter) failResult() Result {
@@ -307,16 +302,6 @@ func (l *Limiter) failResult() Result {
 
 // eval runs one token-bucket decision for key and decodes the reply.
 func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) (Result, *BackendError) {
-	args := l.bucketArgs(cost, apply)
-	reply, err := l.exec(ctx, l.script, []string{key}, args[:]...)
-	if err != nil {
-		return Result{}, err
-	}
-	return l.decodeBucket(reply)
-}
-
-// bucketArgs returns the token-bucket script's ARGV for one call.
-func (l *Limiter) bucketArgs(cost int64, apply bool) [6]any {
 	applyArg, nowArg := 0, int64(0)
 	if apply {
 		applyArg = 1
@@ -324,11 +309,10 @@ func (l *Limiter) bucketArgs(cost int64, apply bool) [6]any {
 	if l.cfg.now != nil {
 		nowArg = l.cfg.now().UnixMicro()
 	}
-	return [6]any{l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg}
-}
-
-// decodeBucket turns the token-bucket script's reply into a Result.
-func (l *Limiter) decodeBucket(reply []int64) (Result, *BackendError) {
+	reply, err := l.exec(ctx, l.script, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg)
+	if err != nil {
+		return Result{}, err
+	}
 	if len(reply) != 5 {
 		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
 	}

@@ -61,12 +61,13 @@ type config struct {
 	bus       *Bus
 	subs      []Subscriber
 	now       func() time.Time // tests only: replaces Redis TIME
-	// pipelining shares round trips between concurrent calls.
-	pipelining bool
+	// noPipelining sends every call on its own (WithPipelining(false));
+	// the zero value, pipelining on, is the default.
+	noPipelining bool
 }
 
 func defaultConfig() config {
-	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout, pipelining: true}
+	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout}
 }
 
 // WithNamespace sets the first part of every Redis key and the namespace
@@ -204,7 +205,7 @@ func WithSubscribers(subs ...Subscriber) Option {
 // goroutine and under the caller's context.
 func WithPipelining(on bool) Option {
 	return optionFunc(func(c *config) error {
-		c.pipelining = on
+		c.noPipelining = !on
 		return nil
 	})
 }

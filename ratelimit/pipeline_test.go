@@ -170,8 +170,8 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	for i := range n {
 		key, _ := l.Key("id-" + strconv.Itoa(i))
 		keys = append(keys, key)
-		args := l.bucketArgs(3, true)
-		calls = append(calls, &scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, []string{key}, args[:])})
+		call := l.batchCall(ctx, []string{key}, 3)
+		calls = append(calls, &call)
 	}
 	l.pipelined(ctx, calls)
 	if flush == nil || flush.Err() != nil {
@@ -181,7 +181,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 		if call.err != nil {
 			t.Fatalf("call %d: %v", i, call.err)
 		}
-		res, err := l.decodeBucket(call.reply)
+		res, err := l.batchDecode(call.reply)
 		if err != nil || !res.Allowed || res.Remaining != 7 {
 			t.Errorf("call %d: %+v %v, want allowed with 7 remaining", i, res, err)
 		}
