@@ -65,6 +65,11 @@ func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
 	}
 	if out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		e.Commit = strings.TrimSpace(string(out))
+		// Changes to the code measured (not to the report files) are noted.
+		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "bench", ":!bench/BENCHMARKS.md").Output()
+		if len(strings.TrimSpace(string(st))) > 0 {
+			e.Commit += " + uncommitted changes"
+		}
 	}
 	return e, nil
 }

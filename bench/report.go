@@ -314,7 +314,7 @@ func errCell(s summary) string {
 func (r *report) svg() string {
 	const (
 		panelW, panelH = 440.0, 300.0
-		left, top      = 70.0, 40.0
+		left, top      = 70.0, 50.0
 		gap            = 40.0
 		legendRow      = 18.0
 	)
@@ -338,6 +338,9 @@ func (r *report) svg() string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
+	w(`<text x="%.1f" y="14" fill="#555">%s</text>`+"\n", left, xmlEscape(fmt.Sprintf(
+		"Decisions per second, median of %d round(s) of %v; %d CPUs (%s), redis-server %s; %s",
+		r.cfg.rounds, r.cfg.dur, r.env.CPUs, r.env.CPUModel, r.env.RedisVersion, r.env.Started.Format("2006-01-02"))))
 	for p, nk := range r.cfg.keyspaces {
 		x0 := left + float64(p)*(panelW+gap)
 		maxY := 0.0
@@ -392,8 +395,8 @@ func (r *report) svg() string {
 	ly := top + panelH + 55
 	for ci, c := range r.cases {
 		color, dash := style(ci)
-		x := left + float64(ci%2)*(width-left)/2
-		y := ly + float64(ci/2)*legendRow
+		x := left + float64(ci/legendRows)*(width-left)/2
+		y := ly + float64(ci%legendRows)*legendRow
 		w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n", x, y-4, x+30, y-4, color, dash)
 		w(`<text x="%.1f" y="%.1f">%s</text>`+"\n", x+36, y, xmlEscape(c.Label))
 	}
