@@ -15,16 +15,23 @@ import (
 )
 
 // startCluster starts a real three-master Redis Cluster on loopback ports
-// and returns a ClusterClient on it.
+// and returns a ClusterClient on it (with ContextTimeoutEnabled).
 //
-// TODO(issue-6): internal/redistest is getting a cluster starter of its own;
-// once it is on main, use it here instead.
+// The branch of issue 6 adds redistest.StartCluster; once both are merged,
+// this whole function is redistest.StartCluster(t, 3).Client(t).
 func startCluster(t *testing.T) *redis.ClusterClient {
 	t.Helper()
 	cli := redistest.Binary(t, "redis-cli")
 	var addrs []string
 	for range 3 {
-		srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
+		// The cluster bus port defaults to port+10000, which may be taken
+		// or above 65535: give it a free one.
+		bus, err := redistest.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
+			"--cluster-port", strconv.Itoa(bus))
 		addrs = append(addrs, srv.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
