@@ -143,3 +143,27 @@ func BenchmarkAllowConcurrent(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBatchAllow measures BatchAllow on batches of 1, 10 and 100
+// requests on a real redis-server; ns/op and allocs/op are per batch.
+func BenchmarkBatchAllow(b *testing.B) {
+	srv := redistestStartB(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { _ = c.Close() })
+	l := mustNew(b, c, PerSecond(1e6))
+	ctx := context.Background()
+	for _, n := range []int{1, 10, 100} {
+		reqs := make([]Request, n)
+		for i := range reqs {
+			reqs[i] = Request{Identity: "user:" + strconv.Itoa(i), Cost: 1}
+		}
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := l.BatchAllow(ctx, reqs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
