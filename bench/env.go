@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,8 +25,13 @@ type environ struct {
 	Commit       string            `json:"commit,omitempty"`
 	LoadBefore   string            `json:"load_before"`
 	LoadAfter    string            `json:"load_after"`
-	Started      time.Time         `json:"started"`
-	Took         time.Duration     `json:"took_ns"`
+	// OtherCPU is the CPU (in cores, averaged over the run) used by
+	// processes other than the benchmark and its redis-server: how much
+	// the machine was shared while the figures were taken.
+	OtherCPU float64 `json:"other_cpu_cores"`
+	cpu0     cpuSample
+	Started  time.Time     `json:"started"`
+	Took     time.Duration `json:"took_ns"`
 }
 
 func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
@@ -74,9 +81,44 @@ func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
 	return e, nil
 }
 
-func (e *environ) finish(began time.Time) {
+// cpuSample is the machine's busy CPU time, this process's and Redis's, at
+// one moment, in seconds.
+type cpuSample struct {
+	at                   time.Time
+	machine, self, redis float64
+}
+
+func sampleCPU(ctx context.Context, admin *redis.Client) cpuSample {
+	s := cpuSample{at: time.Now()}
+	// /proc/stat "cpu" line: user nice system idle iowait irq softirq steal ...
+	if f := strings.Fields(strings.SplitN(readTrim("/proc/stat"), "\n", 2)[0]); len(f) > 8 && f[0] == "cpu" {
+		var busy float64
+		for _, i := range []int{1, 2, 3, 6, 7, 8} {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			busy += v
+		}
+		s.machine = busy / 100 // USER_HZ
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.self = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	}
+	s.redis, _ = cpuSeconds(ctx, admin)
+	return s
+}
+
+func (e *environ) start(ctx context.Context, admin *redis.Client) {
+	e.cpu0 = sampleCPU(ctx, admin)
+}
+
+func (e *environ) finish(ctx context.Context, admin *redis.Client, began time.Time) {
 	e.LoadAfter = loadAvg()
 	e.Took = time.Since(began)
+	s := sampleCPU(ctx, admin)
+	if secs := s.at.Sub(e.cpu0.at).Seconds(); secs > 0 && e.cpu0.machine > 0 {
+		other := (s.machine - e.cpu0.machine) - (s.self - e.cpu0.self) - (s.redis - e.cpu0.redis)
+		e.OtherCPU = max(other, 0) / secs
+	}
 }
 
 func readTrim(path string) string {

@@ -153,6 +153,7 @@ func run(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	r := &runner{addr: srv.addr, admin: admin, flush: srv.owned, dur: cfg.dur, warm: cfg.warm, maxCalls: cfg.maxCalls}
+	env.start(ctx, admin)
 	samples := map[cell][]sample{}
 	total := cfg.rounds * len(cfg.keyspaces) * len(cfg.concs) * len(cases)
 	done := 0
@@ -180,7 +181,7 @@ func run(args []string) error {
 			}
 		}
 	}
-	env.finish(began)
+	env.finish(ctx, admin, began)
 
 	var sums []summary
 	for _, nk := range cfg.keyspaces {
@@ -213,7 +214,8 @@ func run(args []string) error {
 	if err := os.WriteFile(filepath.Join(cfg.out, "benchmarks.json"), raw, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s (%d cells in %v)\n", md, total, time.Since(began).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "wrote %s (%d cells in %v; other processes used %.2f of %d cores meanwhile)\n",
+		md, total, time.Since(began).Round(time.Second), env.OtherCPU, env.CPUs)
 	for _, line := range rep.targetLines() {
 		fmt.Fprintln(os.Stderr, line)
 	}

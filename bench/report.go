@@ -199,6 +199,7 @@ func (r *report) markdown() string {
 		w("| Commit | %s |\n", e.Commit)
 	}
 	w("| Load average (1, 5, 15 min) | before: %s; after: %s |\n", e.LoadBefore, e.LoadAfter)
+	w("| CPU used by other processes during the run | %.2f of %d cores on average (the benchmark and its Redis excluded) |\n", e.OtherCPU, e.CPUs)
 	w("| Run | %s, %s; %d round(s) of %v per cell (after %v of warm-up) |\n\n",
 		e.Started.Format("2006-01-02 15:04 MST"), e.Took.Round(1e9), r.cfg.rounds, r.cfg.dur, r.cfg.warm)
 
