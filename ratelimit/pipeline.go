@@ -158,11 +158,11 @@ func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) (
 	}
 	select {
 	case <-c.done:
-		c.timer.Stop()
+		stopTimer(c.timer)
 	case <-ctx.Done():
 		// Stop the timer before giving the call up: once abandoned it may
 		// be recycled and its timer reset by another caller.
-		c.timer.Stop()
+		stopTimer(c.timer)
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
 			return nil, newBackendError(context.Cause(ctx))
 		}
@@ -179,6 +179,19 @@ func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) (
 		return nil, newBackendError(err)
 	}
 	return reply, nil
+}
+
+// stopTimer stops t and drains a tick it may have sent meanwhile, so that
+// the pooled call's next wait does not see a stale timeout. (Since Go 1.23
+// Stop alone guarantees that, but a program may still run with
+// GODEBUG=asynctimerchan=1.)
+func stopTimer(t *time.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
 }
 
 // release gives a lone call's slot back, or hands it to a flusher for what
