@@ -75,7 +75,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.redisAddr, "redis", "", "host:port of a Redis to use (default: start a redis-server on a free loopback port); its data is left alone")
 	fs.DurationVar(&c.dur, "duration", time.Second, "measured time per cell and round")
 	fs.DurationVar(&c.warm, "warmup", 200*time.Millisecond, "unmeasured warm-up per cell and round")
-	fs.IntVar(&c.rounds, "rounds", 3, "rounds; each cell's figures are the medians over the rounds")
+	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each cell's figures are the medians over the rounds")
 	fs.StringVar(&concs, "conc", "1,16,64,256", "concurrencies (goroutines calling at once)")
 	fs.StringVar(&keys, "keys", "10000,1", "key spaces: identities the calls rotate over (1 = one hot key)")
 	fs.StringVar(&casesF, "cases", ".", "regexp selecting cases by name")
