@@ -7,7 +7,8 @@
 // It starts a redis-server of its own on a free loopback port (or uses the
 // one given with -redis), runs every cell (case × keys × concurrency) for
 // -duration, round after round with the cases interleaved, and writes the
-// medians over the rounds to BENCHMARKS.md and benchmarks.svg in -out.
+// medians over the rounds to BENCHMARKS.md and benchmarks.svg in -out (and
+// every sample to -json).
 //
 //	cd bench && go run .                 # the full run (minutes), writes ../BENCHMARKS.md
 //	cd bench && go run . -smoke -out /tmp/bench   # every cell for a moment (seconds)
@@ -44,6 +45,7 @@ type config struct {
 	smoke     bool
 	maxCalls  int
 	cpuprof   string
+	jsonOut   string
 	args      []string
 }
 
@@ -79,7 +81,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&concs, "conc", "1,16,64,256", "concurrencies (goroutines calling at once)")
 	fs.StringVar(&keys, "keys", "10000,1", "key spaces: identities the calls rotate over (1 = one hot key)")
 	fs.StringVar(&casesF, "cases", ".", "regexp selecting cases by name")
-	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md, benchmarks.svg and benchmarks.json to")
+	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md and benchmarks.svg to")
+	fs.StringVar(&c.jsonOut, "json", "", "also write every sample and the summary as JSON to this file")
 	fs.BoolVar(&c.smoke, "smoke", false, "run every cell for a moment, one round (seconds in total; for CI, no figure is meaningful)")
 	fs.IntVar(&c.maxCalls, "max-calls", 10_000_000, "bound on the calls of one goroutine in one cell")
 	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -203,16 +206,18 @@ func run(args []string) error {
 	if err := os.WriteFile(filepath.Join(cfg.out, "benchmarks.svg"), []byte(rep.svg()), 0o644); err != nil {
 		return err
 	}
-	raw, err := json.MarshalIndent(struct {
-		Env     *environ            `json:"environment"`
-		Summary []summary           `json:"summary"`
-		Samples map[string][]sample `json:"samples"`
-	}{env, sums, flatSamples(samples)}, "", " ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(cfg.out, "benchmarks.json"), raw, 0o644); err != nil {
-		return err
+	if cfg.jsonOut != "" {
+		raw, err := json.Marshal(struct {
+			Env     *environ            `json:"environment"`
+			Summary []summary           `json:"summary"`
+			Samples map[string][]sample `json:"samples"`
+		}{env, sums, flatSamples(samples)})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(cfg.jsonOut, raw, 0o644); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s (%d cells in %v; other processes used %.2f of %d cores meanwhile)\n",
 		md, total, time.Since(began).Round(time.Second), env.OtherCPU, env.CPUs)

@@ -180,8 +180,9 @@ func (r *report) markdown() string {
 
 	w("## Reproduce\n\n```sh\n%s\n```\n\n", r.command())
 	w("`bench/` is a module of its own (the peers never enter the library's `go.mod`). It starts a `redis-server`\n")
-	w("on a free loopback port (or takes `-redis host:port`), and writes `BENCHMARKS.md`, `benchmarks.svg` and the raw\n")
-	w("samples in `benchmarks.json` to `-out` (default: the repository root).\n\n")
+	w("on a free loopback port (or takes `-redis host:port`), and writes `BENCHMARKS.md` and `benchmarks.svg` to `-out`\n")
+	w("(default: the repository root); `-json file` also keeps every sample. `-smoke` runs every cell for a moment\n")
+	w("(CI does, so that the program cannot rot); `-cases`, `-conc`, `-keys`, `-rounds` and `-duration` narrow a run.\n\n")
 
 	w("## Machine\n\n")
 	w("| | |\n|---|---|\n")
