@@ -105,7 +105,15 @@ func parseFlags(args []string) (config, error) {
 	if c.rounds < 1 || c.dur <= 0 || c.warm < 0 {
 		return c, fmt.Errorf("-rounds must be >= 1 and -duration > 0")
 	}
-	c.args = args
+	// The command to reproduce: every flag that changes what is measured
+	// (not where the results go).
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "out", "json", "cpuprofile":
+		default:
+			c.args = append(c.args, "-"+f.Name+"="+f.Value.String())
+		}
+	})
 	return c, nil
 }
 
