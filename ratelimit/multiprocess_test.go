@@ -45,8 +45,8 @@ func TestMultiProcessAdmission(t *testing.T) {
 	const (
 		procs      = 4
 		goroutines = 25
-		rate       = 400
-		burst      = 40
+		rate       = 200
+		burst      = 100 // half a second of refill: short stalls lose no tokens
 		runFor     = 2 * time.Second
 	)
 	startAt := time.Now().Add(300 * time.Millisecond) // processes start together

@@ -1,0 +1,5 @@
+//go:build !race
+
+package obsbench
+
+const raceEnabled = false

@@ -1,0 +1,461 @@
+package otel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// ScopeName is the instrumentation scope of the tracer and the meter: this
+// package's import path.
+const ScopeName = "github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
+
+// Attribute keys of the spans and metrics.
+const (
+	// NamespaceKey is the limiter's namespace.
+	NamespaceKey = attribute.Key("ratelimit.namespace")
+	// AlgorithmKey is the limiter's algorithm ("token_bucket").
+	AlgorithmKey = attribute.Key("ratelimit.algorithm")
+	// DecisionKey is Allowed or Blocked.
+	DecisionKey = attribute.Key("ratelimit.decision")
+	// ReasonKey is the ratelimit.Reason: "quota", "fail_open",
+	// "fail_closed", and any added later.
+	ReasonKey = attribute.Key("ratelimit.reason")
+	// CostKey is the cost asked for (spans and events only).
+	CostKey = attribute.Key("ratelimit.cost")
+	// RemainingKey is the cost that could still be spent at once (spans
+	// and events only; absent when Redis failed).
+	RemainingKey = attribute.Key("ratelimit.remaining")
+	// RetryAfterKey is, for a block by Redis, the seconds until the cost
+	// would fit, as a float (spans and events only).
+	RetryAfterKey = attribute.Key("ratelimit.retry_after")
+)
+
+// Values of DecisionKey.
+const (
+	// Allowed is the decision of a call that was let through.
+	Allowed = "allowed"
+	// Blocked is the decision of a call that was denied.
+	Blocked = "blocked"
+)
+
+// Metric names. Like the attribute keys, they are part of the package's
+// API and do not change.
+const (
+	// DecisionsMetric counts decisions ({decision}), with the namespace,
+	// algorithm, decision and reason attributes.
+	DecisionsMetric = "ratelimit.decisions"
+	// CostMetric counts cost units asked for ({token}), with the
+	// attributes of DecisionsMetric.
+	CostMetric = "ratelimit.cost"
+	// DurationMetric is the histogram of Redis round trips in seconds,
+	// with namespace, algorithm, db.system.name and, on failure,
+	// error.type.
+	DurationMetric = "ratelimit.backend.duration"
+)
+
+// DurationBuckets are the bucket boundaries advised for DurationMetric, in
+// seconds: the same as the prom package's classic buckets.
+var DurationBuckets = []float64{
+	0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+}
+
+// An Option configures NewSubscriber.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	tp     trace.TracerProvider
+	mp     metric.MeterProvider
+	roots  bool
+	events bool
+}
+
+// WithTracerProvider sets the TracerProvider spans are created with
+// (default: the global one, otel.GetTracerProvider). A nil tp is ignored.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) {
+		if tp != nil {
+			c.tp = tp
+		}
+	})
+}
+
+// WithMeterProvider sets the MeterProvider metrics are recorded with
+// (default: the global one, otel.GetMeterProvider). A nil mp is ignored.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) {
+		if mp != nil {
+			c.mp = mp
+		}
+	})
+}
+
+// WithRootSpans makes a span for a decision whose context holds no span
+// (default false: such a decision is only counted in the metrics). A
+// decision made outside any trace, by a background job or in a request the
+// application does not trace, would otherwise start a trace of one span for
+// every call.
+func WithRootSpans(on bool) Option {
+	return optionFunc(func(c *config) { c.roots = on })
+}
+
+// WithSpanEvents records each decision as an event named "ratelimit" on
+// the span in the caller's context, with the decision span's ratelimit.*
+// attributes and error.type, instead of as a child span (default false). A decision whose
+// context holds no recording span then leaves no trace; WithRootSpans does
+// not apply. The caller's span status is never changed, even for a backend
+// failure.
+//
+// An event costs far less than a span: no span to allocate, and nothing
+// handed to the span processor (the SDK's batch processor wakes its
+// goroutine for every span), at the price of the decision's own timing in
+// the trace view (the event is stamped when Redis answered).
+func WithSpanEvents(on bool) Option {
+	return optionFunc(func(c *config) { c.events = on })
+}
+
+// Subscriber turns each rate-limit decision into a span and metric
+// measurements (see the package documentation). It is a
+// ratelimit.Subscriber; subscribe it to any number of limiters.
+//
+// Create one with NewSubscriber. A Subscriber is safe for concurrent use.
+type Subscriber struct {
+	tracer    trace.Tracer
+	roots     bool
+	events    bool
+	decisions metric.Int64Counter
+	cost      metric.Int64Counter
+	duration  metric.Float64Histogram
+
+	mu     sync.Mutex // serialises cache writers
+	series atomic.Pointer[map[seriesKey]*series]
+}
+
+// NewSubscriber returns a Subscriber. An error creating an instrument (which
+// the SDK reports only for invalid names or options, never here) goes to
+// otel.Handle, and the instrument it returned, a no-op one, is used.
+func NewSubscriber(opts ...Option) *Subscriber {
+	var cfg config
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if cfg.tp == nil {
+		cfg.tp = otel.GetTracerProvider()
+	}
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	s := &Subscriber{
+		roots:  cfg.roots,
+		events: cfg.events,
+		tracer: cfg.tp.Tracer(ScopeName,
+			trace.WithInstrumentationVersion(version()), trace.WithSchemaURL(semconv.SchemaURL)),
+	}
+	meter := cfg.mp.Meter(ScopeName,
+		metric.WithInstrumentationVersion(version()), metric.WithSchemaURL(semconv.SchemaURL))
+	var err error
+	s.decisions, err = meter.Int64Counter(DecisionsMetric, metric.WithUnit("{decision}"),
+		metric.WithDescription("Rate-limit decisions, by decision (allowed or blocked) and reason (quota, fail_open, fail_closed)."))
+	handle(err)
+	s.cost, err = meter.Int64Counter(CostMetric, metric.WithUnit("{token}"),
+		metric.WithDescription("Cost units (tokens) asked for in rate-limit decisions, by decision and reason: the cost granted is the allowed part."))
+	handle(err)
+	s.duration, err = meter.Float64Histogram(DurationMetric, metric.WithUnit("s"),
+		metric.WithDescription("Duration of the Redis round trip of a rate-limit decision, failed ones included."),
+		metric.WithExplicitBucketBoundaries(DurationBuckets...))
+	handle(err)
+	return s
+}
+
+func handle(err error) {
+	if err != nil {
+		otel.Handle(err)
+	}
+}
+
+// version is the module's version when the program was built from a
+// released module, else "" (then no version is set).
+func version() string {
+	const module = "github.com/distributed-rate-limiter/ratelimit-go"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	m := &bi.Main
+	for _, d := range bi.Deps {
+		if d.Path == module {
+			m = d
+		}
+	}
+	if m.Path != module || m.Version == "(devel)" {
+		return ""
+	}
+	return m.Version
+}
+
+// OnDecision implements ratelimit.Subscriber: it records the decision's
+// span and metrics. An event without a Start time (one that was not timed)
+// gets a span timed by the SDK's clock and no duration measurement.
+func (s *Subscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
+	sr := s.lookup(e)
+	o := sr.outcome(e.Result.Allowed, e.Result.Reason)
+	timed := !e.Start.IsZero()
+	// A failed event carries a *BackendError; a replayed one may carry
+	// anything, which counts as type other.
+	var be *ratelimit.BackendError
+	errType := ratelimit.ErrorOther
+	if e.Err != nil {
+		if be = backendError(e.Err); be != nil {
+			errType = be.Type
+		}
+	}
+
+	s.decisions.Add(ctx, 1, o.add...)
+	if e.Cost > 0 {
+		s.cost.Add(ctx, e.Cost, o.add...)
+	}
+	if timed {
+		if e.Err == nil {
+			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordOK...)
+		} else {
+			s.duration.Record(ctx, e.Duration.Seconds(), sr.recordErr(errType)...)
+		}
+	}
+	switch {
+	case s.events:
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			s.event(span, o, e, be, errType, timed)
+		}
+	case s.roots || trace.SpanContextFromContext(ctx).IsValid():
+		s.span(ctx, o, e, be, errType, timed)
+	}
+}
+
+func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
+	// What a sampler may decide on goes in at start, from a precomputed
+	// option; the rest only into a recording span, so that an unsampled
+	// decision copies as little as possible.
+	var span trace.Span
+	if timed {
+		_, span = s.tracer.Start(ctx, o.spanName, o.start[0], o.start[1], trace.WithTimestamp(e.Start))
+	} else {
+		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
+	}
+	if span.IsRecording() {
+		attrs := append(make([]attribute.KeyValue, 0, len(o.late)+3), o.late...)
+		span.SetAttributes(decisionAttrs(attrs, e, be, errType)...)
+		if e.Err != nil {
+			span.SetStatus(codes.Error, e.Err.Error())
+		}
+	}
+	if timed {
+		span.End(trace.WithTimestamp(e.Start.Add(e.Duration)))
+	} else {
+		span.End()
+	}
+}
+
+// event adds the decision to span as an event.
+func (s *Subscriber) event(span trace.Span, o *outcome, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType, timed bool) {
+	attrs := append(make([]attribute.KeyValue, 0, len(o.eventAttrs)+3), o.eventAttrs...)
+	attrs = decisionAttrs(attrs, e, be, errType)
+	if timed {
+		span.AddEvent(EventName, trace.WithAttributes(attrs...), trace.WithTimestamp(e.Start.Add(e.Duration)))
+	} else {
+		span.AddEvent(EventName, trace.WithAttributes(attrs...))
+	}
+}
+
+// EventName is the name of the span event WithSpanEvents records.
+const EventName = "ratelimit"
+
+// decisionAttrs appends the decision's own attributes to attrs.
+func decisionAttrs(attrs []attribute.KeyValue, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType) []attribute.KeyValue {
+	attrs = append(attrs, CostKey.Int64(e.Cost))
+	if e.Err == nil {
+		attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
+		if !e.Result.Allowed {
+			attrs = append(attrs, RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
+		}
+	} else {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType.String()))
+		if be != nil && be.Code != "" {
+			attrs = append(attrs, semconv.DBResponseStatusCode(be.Code))
+		}
+	}
+	return attrs
+}
+
+var spanKind = trace.WithSpanKind(trace.SpanKindClient)
+
+// backendError returns the *ratelimit.BackendError in err's chain, or nil.
+func backendError(err error) *ratelimit.BackendError {
+	if be, ok := err.(*ratelimit.BackendError); ok {
+		return be
+	}
+	var be *ratelimit.BackendError
+	if errors.As(err, &be) {
+		return be
+	}
+	return nil
+}
+
+// seriesKey identifies what is precomputed once: a limiter's namespace,
+// algorithm and server.
+type seriesKey struct {
+	namespace string
+	algorithm ratelimit.Algorithm
+	server    string
+}
+
+// series holds the precomputed attributes and options of one seriesKey.
+// Outcomes and error types are resolved on first use, so that a new Reason
+// or ErrorType needs no change here.
+type series struct {
+	namespace, algorithm string
+	spanName             string
+	late                 []attribute.KeyValue // static span attributes set after start
+	base                 []attribute.KeyValue // metric attributes, and the span's at start
+	recordOK             []metric.RecordOption
+	outcomes             [2][maxCached]atomic.Pointer[outcome]
+	errs                 [maxCached]atomic.Pointer[[]metric.RecordOption]
+}
+
+// maxCached bounds the reasons and error types whose options are cached;
+// larger values are computed on every event.
+const maxCached = 16
+
+// outcome holds what depends on a decision and reason.
+type outcome struct {
+	spanName string
+	start    []trace.SpanStartOption // kind and attributes
+	late     []attribute.KeyValue    // the series' late attributes
+	// eventAttrs are the ratelimit.* attributes of the outcome, for an
+	// event (the db.* and server.* ones describe a span of its own).
+	eventAttrs []attribute.KeyValue
+	add        []metric.AddOption
+}
+
+func (s *Subscriber) lookup(e ratelimit.Event) *series {
+	k := seriesKey{e.Namespace, e.Algorithm, e.ServerAddr}
+	if m := s.series.Load(); m != nil {
+		if sr := (*m)[k]; sr != nil {
+			return sr
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.series.Load()
+	if old != nil {
+		if sr := (*old)[k]; sr != nil {
+			return sr
+		}
+	}
+	next := make(map[seriesKey]*series, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	sr := newSeries(k)
+	next[k] = sr
+	s.series.Store(&next)
+	return sr
+}
+
+func newSeries(k seriesKey) *series {
+	alg := k.algorithm.String()
+	sr := &series{
+		namespace: k.namespace,
+		algorithm: alg,
+		spanName:  "ratelimit " + k.namespace,
+		late: []attribute.KeyValue{
+			semconv.DBOperationName("EVALSHA"),
+			semconv.DBStoredProcedureName(alg),
+		},
+		base: []attribute.KeyValue{
+			NamespaceKey.String(k.namespace),
+			AlgorithmKey.String(alg),
+			semconv.DBSystemNameRedis,
+		},
+	}
+	if k.server != "" {
+		host, port, err := net.SplitHostPort(k.server)
+		if err != nil {
+			sr.late = append(sr.late, semconv.ServerAddress(k.server))
+		} else {
+			sr.late = append(sr.late, semconv.ServerAddress(host))
+			if p, err := strconv.Atoi(port); err == nil {
+				sr.late = append(sr.late, semconv.ServerPort(p))
+			}
+		}
+	}
+	sr.recordOK = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(sr.base...))}
+	return sr
+}
+
+func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
+	d := 0
+	if allowed {
+		d = 1
+	}
+	if int(r) < maxCached {
+		if o := sr.outcomes[d][r].Load(); o != nil {
+			return o
+		}
+	}
+	decision := Blocked
+	if allowed {
+		decision = Allowed
+	}
+	dk, rk := DecisionKey.String(decision), ReasonKey.String(r.String())
+	set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
+	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.base)+2), sr.base...), dk, rk)
+	o := &outcome{
+		spanName:   sr.spanName,
+		late:       sr.late,
+		eventAttrs: []attribute.KeyValue{NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk},
+		start:      []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
+		add:        []metric.AddOption{metric.WithAttributeSet(set)},
+	}
+	if int(r) < maxCached {
+		sr.outcomes[d][r].Store(o)
+	}
+	return o
+}
+
+func (sr *series) recordErr(t ratelimit.ErrorType) []metric.RecordOption {
+	if int(t) < maxCached {
+		if opts := sr.errs[t].Load(); opts != nil {
+			return *opts
+		}
+	}
+	set := attribute.NewSet(append(append([]attribute.KeyValue(nil), sr.base...), semconv.ErrorTypeKey.String(t.String()))...)
+	opts := []metric.RecordOption{metric.WithAttributeSet(set)}
+	if int(t) < maxCached {
+		sr.errs[t].Store(&opts)
+	}
+	return opts
+}
+
+var _ ratelimit.Subscriber = (*Subscriber)(nil)
