@@ -8,15 +8,20 @@ import (
 	"log/slog"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/throttled/throttled/v2"
 	goredisstore "github.com/throttled/throttled/v2/store/goredisstore.v9"
 	ulule "github.com/ulule/limiter/v3"
 	ululeredis "github.com/ulule/limiter/v3/drivers/store/redis"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/lua"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
+	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/otel"
+	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 )
 
 // rate is every limiter's limit: high enough that no case is ever denied,
@@ -46,15 +51,43 @@ type subscriberCtor struct {
 }
 
 // telemetrySubscribers are the subscribers of the "+ telemetry" cases: every
-// subscriber this repository ships, configured as in production. When a
-// subscriber package lands (such as telemetry/prom or telemetry/otel), add
-// it here; the report lists what ran.
+// subscriber this repository ships, configured as in production (and as
+// internal/obsbench's "all three"). When a subscriber package lands, add it
+// here; the report lists what ran.
 var telemetrySubscribers = []subscriberCtor{
+	{"prom: telemetry/prom.NewCollector, registered on a registry of its own",
+		func() (ratelimit.Subscriber, func(), error) {
+			c, err := prom.NewCollector()
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := prometheus.NewRegistry().Register(c); err != nil {
+				return nil, nil, err
+			}
+			return c, func() {}, nil
+		}},
+	{"otel: telemetry/otel.NewSubscriber on an always-sampling SDK TracerProvider (spans batched to a discarding exporter) " +
+		"and an SDK MeterProvider with a manual reader; the callers' contexts hold no span, so it records metrics and makes no span " +
+		"(the cost of a child span per decision is in README, \"The cost of observability\")",
+		func() (ratelimit.Subscriber, func(), error) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discardSpans{}))
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+			sub := otel.NewSubscriber(otel.WithTracerProvider(tp), otel.WithMeterProvider(mp))
+			return sub, func() {
+				_ = tp.Shutdown(context.Background())
+				_ = mp.Shutdown(context.Background())
+			}, nil
+		}},
 	{"slog: telemetry.Slog with its default levels on a JSON handler at Info writing to io.Discard (allowed decisions are Debug, so they cost one Enabled check)",
 		func() (ratelimit.Subscriber, func(), error) {
 			return telemetry.Slog(slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))), func() {}, nil
 		}},
 }
+
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
 
 // logEverything is the worst case of the slog subscriber: every decision
 // formatted and written (to io.Discard).
