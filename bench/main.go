@@ -75,9 +75,9 @@ func parseFlags(args []string) (config, error) {
 		concs, keys, casesF string
 	)
 	fs.StringVar(&c.redisAddr, "redis", "", "host:port of a Redis to use (default: start a redis-server on a free loopback port); its data is left alone")
-	fs.DurationVar(&c.dur, "duration", time.Second, "measured time per cell and round")
-	fs.DurationVar(&c.warm, "warmup", 200*time.Millisecond, "unmeasured warm-up per cell and round")
-	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each cell's figures are the medians over the rounds")
+	fs.DurationVar(&c.dur, "duration", 500*time.Millisecond, "measured time per cell and round")
+	fs.DurationVar(&c.warm, "warmup", 100*time.Millisecond, "unmeasured warm-up per cell and round")
+	fs.IntVar(&c.rounds, "rounds", 10, "rounds; each cell's figures are the medians over the rounds")
 	fs.StringVar(&concs, "conc", "1,16,64,256", "concurrencies (goroutines calling at once)")
 	fs.StringVar(&keys, "keys", "10000,1", "key spaces: identities the calls rotate over (1 = one hot key)")
 	fs.StringVar(&casesF, "cases", ".", "regexp selecting cases by name")
@@ -203,7 +203,7 @@ func run(args []string) error {
 			}
 		}
 	}
-	rep := &report{cfg: cfg, env: env, cases: cases, sums: sums}
+	rep := &report{cfg: cfg, env: env, cases: cases, sums: sums, samples: samples}
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
 	}
