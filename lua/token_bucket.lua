@@ -4,8 +4,9 @@
 -- ARGV[1]  rate: units added per microsecond            (integer >= 1)
 -- ARGV[2]  per:  units per token                         (integer >= 1)
 -- ARGV[3]  burst: capacity in tokens                     (integer >= 1)
--- ARGV[4]  cost: tokens to take                          (integer, 0 <= cost <= burst)
--- ARGV[5]  apply: 1 spends the cost when allowed, 0 only reports (Peek)
+-- ARGV[4]  cost: tokens to take, or to give back         (integer, 0 <= cost <= burst)
+-- ARGV[5]  mode: 1 spends the cost when allowed, 0 only reports (Peek),
+--          2 gives cost tokens back (Refund), never above the burst
 -- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
 --
 -- Units: the Go side reduces rate/per by their gcd, so that a token is `per`
@@ -34,9 +35,9 @@ local rate = int_arg(1, 1, MAX)
 local per = int_arg(2, 1, MAX)
 local burst = int_arg(3, 1, MAX)
 local cost = int_arg(4, 0, MAX)
-local apply = int_arg(5, 0, 1)
+local mode = int_arg(5, 0, 2)
 local now = int_arg(6, 0, MAX)
-if not (rate and per and burst and cost and apply and now) then
+if not (rate and per and burst and cost and mode and now) then
   return redis.error_reply('ERR ratelimit: token_bucket: invalid argument')
 end
 if burst * per > MAX or cost > burst then
@@ -77,9 +78,25 @@ if last > now then now = last end
 
 local need = cost * per
 local allowed = 0
-if level >= need then
+if mode == 2 then
+  -- Refund: the tokens come back, but the bucket never holds more than its
+  -- capacity. A full bucket is the same as no state at all.
   allowed = 1
-  if apply == 1 and cost > 0 then
+  if cost > 0 and level < cap then
+    if need >= cap - level then
+      level = cap
+      redis.call('DEL', KEYS[1])
+    else
+      level = level + need
+      local reset_ms = math.ceil((cap - level) / rate / 1000)
+      if reset_ms < 1 then reset_ms = 1 end
+      redis.call('HSET', KEYS[1], 'l', level, 't', now, 'p', per)
+      redis.call('PEXPIRE', KEYS[1], reset_ms)
+    end
+  end
+elseif level >= need then
+  allowed = 1
+  if mode == 1 and cost > 0 then
     level = level - need
     local reset_ms = math.ceil((cap - level) / rate / 1000)
     if reset_ms < 1 then reset_ms = 1 end

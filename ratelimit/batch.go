@@ -21,10 +21,12 @@ type Request struct {
 // a job admitting a batch of work items.
 //
 // results[i] is the decision on reqs[i], as AllowN(ctx, reqs[i].Identity,
-// reqs[i].Cost) would have made it, and is published as an Event of its own.
-// Each decision is atomic on its own, and decisions on the same identity are
-// made in the order of reqs; the batch as a whole is not atomic (use one
-// call per identity for all-or-nothing).
+// reqs[i].Cost) would have made it with the limiter's algorithm (shadow
+// mode included), and is published as an Event of its own. Each decision is
+// atomic on its own, and decisions on the same identity are made in the
+// order of reqs; the batch as a whole is not atomic: one request may be
+// allowed and the next denied (a MultiLimiter checks several limits
+// all-or-nothing).
 //
 // Bad input in any request (a cost out of range, an empty or overlong
 // identity) returns nil results and an error wrapping ErrInvalidCost or
@@ -54,7 +56,7 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 	calls := make([]scriptCall, len(reqs))
 	ptrs := make([]*scriptCall, len(reqs))
 	for i, r := range reqs {
-		calls[i] = l.batchCall(ctx, keys[i:i+1], r.Cost)
+		calls[i] = l.batchCall(ctx, keys[i], r.Cost)
 		ptrs[i] = &calls[i]
 	}
 
@@ -64,10 +66,6 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		start = time.Now()
 	}
 	failed := l.runBatch(ctx, ptrs)
-	var took time.Duration
-	if publish {
-		took = time.Since(start)
-	}
 
 	results := make([]Result, len(reqs))
 	var first *BackendError
@@ -82,30 +80,19 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		case calls[i].err != nil:
 			err = newBackendError(calls[i].err)
 		default:
-			res, err = l.batchDecode(calls[i].reply)
+			res, err = l.decode(calls[i].reply)
 		}
 		if err != nil {
 			res = l.failResult()
 			if first == nil {
 				first = err
 			}
+		} else {
+			res = l.shadow(res)
 		}
 		results[i] = res
 		if publish {
-			ev := Event{
-				Namespace:  l.cfg.namespace,
-				Algorithm:  l.cfg.algorithm,
-				Key:        keys[i],
-				Cost:       reqs[i].Cost,
-				Result:     res,
-				Start:      start,
-				Duration:   took,
-				ServerAddr: l.server,
-			}
-			if err != nil { // keep a nil *BackendError out of the interface
-				ev.Err = err
-			}
-			l.bus.Publish(ctx, ev)
+			l.publish(ctx, l.cfg.algorithm, keys[i], reqs[i].Cost, res, start, err)
 		}
 	}
 	if first != nil {
@@ -139,29 +126,9 @@ func (l *Limiter) runBatch(ctx context.Context, calls []*scriptCall) *BackendErr
 }
 
 // batchCall builds the script call AllowN(ctx, identity, cost) makes for
-// key: the same script and arguments as eval (spending; Redis TIME, or the
-// test clock). TestBatchAllow holds the two to the same results.
-func (l *Limiter) batchCall(ctx context.Context, key []string, cost int64) scriptCall {
-	nowArg := int64(0)
-	if l.cfg.now != nil {
-		nowArg = l.cfg.now().UnixMicro()
-	}
-	args := [...]any{l.argRate, l.argPer, l.argBurst, cost, 1, nowArg}
-	return scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, key, args[:])}
-}
-
-// batchDecode turns a reply of the token-bucket script into a Result, as
-// eval does.
-func (l *Limiter) batchDecode(reply []int64) (Result, *BackendError) {
-	if len(reply) != 5 {
-		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
-	}
-	return Result{
-		Allowed:    reply[0] == 1,
-		Reason:     ReasonQuota,
-		Limit:      l.limit,
-		Remaining:  reply[1],
-		RetryAfter: durationUS(reply[2]),
-		ResetAfter: durationUS(reply[3]),
-	}, nil
+// key: the same script, keys and arguments as eval in spending mode.
+// TestBatchAllow holds the two to the same results.
+func (l *Limiter) batchCall(ctx context.Context, key string, cost int64) scriptCall {
+	args := [...]any{l.argA, l.argB, l.argC, cost, modeSpend, l.nowArg()}
+	return scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, l.scriptKeys(key), args[:])}
 }

@@ -2,10 +2,9 @@ package ratelimit
 
 import (
 	"context"
-	"os/exec"
+	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,121 +13,171 @@ import (
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 )
 
-// startCluster starts a real three-master Redis Cluster on loopback ports
-// and returns a ClusterClient on it (with ContextTimeoutEnabled).
-//
-// The branch of issue 6 adds redistest.StartCluster; once both are merged,
-// this whole function is redistest.StartCluster(t, 3).Client(t).
-func startCluster(t *testing.T) *redis.ClusterClient {
-	t.Helper()
-	cli := redistest.Binary(t, "redis-cli")
-	var addrs []string
-	for range 3 {
-		// The cluster bus port defaults to port+10000, which may be taken
-		// or above 65535: give it a free one.
-		bus, err := redistest.FreePort()
+// TestCluster runs every algorithm, the concurrency leases and the
+// multi-limit call on a real 3-master Redis Cluster through a go-redis
+// ClusterClient (one cluster for the whole test, to keep CI fast). Redis
+// Cluster rejects a script whose keys span slots (CROSSSLOT), so each call
+// succeeding proves the keys of one identity share a slot; the test also
+// checks it directly, and that identities spread over all three masters.
+func TestCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t, 3)
+	cc := cluster.Client(t)
+	ctx := context.Background()
+	const identities = 200
+	// The script clock is frozen so that no window edge can fall between
+	// two calls; routing, not time, is under test here.
+	frozen := withClock(func() time.Time { return base })
+	id := func(i int) string { return "user:" + strconv.Itoa(i) }
+
+	// sameSlot fails unless every key lies in one slot, the slot of the
+	// identity's hash tag alone.
+	sameSlot := func(t *testing.T, keys ...string) {
+		t.Helper()
+		tag := keys[0][strings.IndexByte(keys[0], '{') : strings.IndexByte(keys[0], '}')+1]
+		want, err := cluster.Slot(ctx, tag)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
-			"--cluster-port", strconv.Itoa(bus))
-		addrs = append(addrs, srv.Addr)
-	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	ctx := context.Background()
-	for _, addr := range addrs { // every node must see the whole, healthy cluster
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			info, err := c.ClusterInfo(ctx).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ready: %v %s", addr, err, info)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		_ = c.Close()
-	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// TestPipelineCluster runs pipelined decisions on a real three-master
-// Cluster: concurrent calls and a BatchAllow over identities on every
-// master, before and after every node's script cache is flushed. go-redis
-// splits each pipeline per node; every decision must still be exact.
-func TestPipelineCluster(t *testing.T) {
-	c := startCluster(t)
-	ctx := context.Background()
-	l := mustNew(t, c, PerMinute(100), WithTimeout(5*time.Second))
-	const ids = 60
-	for round := range 2 {
-		if round == 1 {
-			if err := c.ScriptFlush(ctx).Err(); err != nil { // every master
+		for _, k := range keys {
+			got, err := cluster.Slot(ctx, k)
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		// Concurrent calls: identity i spends 1 per round.
-		var wg sync.WaitGroup
-		for i := range ids {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res, err := l.Allow(ctx, "id-"+strconv.Itoa(i))
-				if err != nil || !res.Allowed || res.Remaining != int64(100-1-3*round) {
-					t.Errorf("round %d, Allow(id-%d): %+v %v", round, i, res, err)
-				}
-			}()
-		}
-		wg.Wait()
-		// A batch: identity i spends 2 per round.
-		reqs := make([]Request, ids)
-		for i := range reqs {
-			reqs[i] = Request{Identity: "id-" + strconv.Itoa(i), Cost: 2}
-		}
-		if round == 1 {
-			if err := c.ScriptFlush(ctx).Err(); err != nil {
-				t.Fatal(err)
+			if got != want {
+				t.Fatalf("key %s is in slot %d, its hash tag %s in %d", k, got, tag, want)
 			}
 		}
-		results, err := l.BatchAllow(ctx, reqs)
+	}
+	noBackendError := func(t *testing.T, what string, err error) {
+		t.Helper()
+		var be *BackendError
+		if errors.As(err, &be) {
+			t.Fatalf("%s: backend error %v (code %q)", what, err, be.Code)
+		}
 		if err != nil {
-			t.Fatalf("round %d, BatchAllow: %v", round, err)
-		}
-		for i, res := range results {
-			if !res.Allowed || res.Remaining != int64(100-3-3*round) {
-				t.Errorf("round %d, batch item %d: %+v", round, i, res)
-			}
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	// The identities spread over all three masters.
-	var mu sync.Mutex
-	perNode := map[string]int64{}
-	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-		n, err := m.DBSize(ctx).Result()
-		mu.Lock()
-		perNode[m.Options().Addr] = n
-		mu.Unlock()
-		return err
+
+	for _, alg := range limiterAlgorithms {
+		t.Run(alg.String(), func(t *testing.T) {
+			l := mustNew(t, cc, PerMinute(2), frozen, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed))
+			for i := range identities {
+				res, err := l.AllowN(ctx, id(i), 2)
+				noBackendError(t, "AllowN", err)
+				if !res.Allowed || res.Reason != ReasonQuota {
+					t.Fatalf("%s: first call %+v", id(i), res)
+				}
+				res, err = l.Allow(ctx, id(i))
+				noBackendError(t, "Allow", err)
+				if res.Allowed {
+					t.Fatalf("%s: second call allowed over the limit", id(i))
+				}
+			}
+			_, err := l.Refund(ctx, id(0), 1)
+			noBackendError(t, "Refund", err)
+			if res, err := l.Peek(ctx, id(0)); err != nil || !res.Allowed {
+				t.Fatalf("Peek after refund: %+v %v", res, err)
+			}
+			noBackendError(t, "Reset", l.Reset(ctx, id(1)))
+			sameSlot(t, l.scriptKeys(mustKey(t, l, id(0)))...)
+		})
+	}
+
+	t.Run("concurrency", func(t *testing.T) {
+		c := mustNewConcurrency(t, cc, 2, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		for i := range identities {
+			lease, res, err := c.Acquire(ctx, id(i), 2)
+			noBackendError(t, "Acquire", err)
+			if !res.Allowed || !lease.Tracked() {
+				t.Fatalf("%s: %+v", id(i), res)
+			}
+			if _, res, _ := c.Acquire(ctx, id(i), 1); res.Allowed {
+				t.Fatalf("%s: lease over max", id(i))
+			}
+			noBackendError(t, "Extend", lease.Extend(ctx))
+			if i%2 == 0 { // keep half the leases, to count their keys below
+				noBackendError(t, "Release", lease.Release(ctx))
+			}
+		}
+		key, _ := c.Key(id(1))
+		sameSlot(t, key, key+metaSuffix)
 	})
+
+	t.Run("multi", func(t *testing.T) {
+		m := mustNewMulti(t, cc, []Quota{
+			{Name: "burst", Limit: PerMinute(5)},
+			{Name: "minute", Limit: PerMinute(100), Algorithm: SlidingWindow},
+			{Name: "tokens", Limit: PerHour(1000), Algorithm: FixedWindow},
+		}, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		for i := range identities {
+			res, err := m.AllowCosts(ctx, id(i), 1, 1, 1000)
+			noBackendError(t, "AllowCosts", err)
+			if !res.Allowed {
+				t.Fatalf("%s: %+v", id(i), res)
+			}
+			res, err = m.AllowCosts(ctx, id(i), 1, 1, 1)
+			noBackendError(t, "AllowCosts", err)
+			if res.Allowed || res.Quota != "tokens" || res.Quotas[0].Remaining != 4 {
+				t.Fatalf("%s: the token quota did not deny all or nothing: %+v", id(i), res)
+			}
+		}
+		_, err := m.Refund(ctx, id(0), 0, 0, 10)
+		noBackendError(t, "Refund", err)
+		keys, _ := m.Keys(id(0))
+		sameSlot(t, keys...)
+		noBackendError(t, "Reset", m.Reset(ctx, id(1)))
+	})
+
+	t.Run("exact under contention", func(t *testing.T) {
+		var calls []func(context.Context) (Result, error)
+		for range 2 {
+			c2 := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ContextTimeoutEnabled: true})
+			t.Cleanup(func() { _ = c2.Close() })
+			m := mustNewMulti(t, c2, []Quota{{Name: "a", Limit: PerHour(100)}, {Name: "b", Limit: PerHour(150), Algorithm: FixedWindow}},
+				frozen, WithNamespace("clx"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
+			calls = append(calls, func(ctx context.Context) (Result, error) {
+				res, err := m.Allow(ctx, "hot")
+				return res.Result, err
+			})
+		}
+		allowed, denied, failed := hammer(calls, 10, time.Now().Add(time.Second))
+		if failed != 0 || allowed != 100 || denied == 0 {
+			t.Fatalf("allowed %d of 100 (denied %d, failed %d)", allowed, denied, failed)
+		}
+	})
+
+	// The negative control: keys of two hash tags in one script are
+	// rejected by the cluster, so the calls above passing means something.
+	t.Run("crossslot control", func(t *testing.T) {
+		var slots [2]int64
+		keys := []string{"ctl:{a}", "ctl:{b}"}
+		for i, k := range keys {
+			slots[i], _ = cluster.Slot(ctx, k)
+		}
+		if slots[0] == slots[1] {
+			t.Fatalf("control keys share slot %d", slots[0])
+		}
+		args := []any{2, 1, 0, 0, 1, 6000000, 10, 1, 0, 1, 6000000, 10, 1}
+		err := multiScript.Run(ctx, cc, keys, args...).Err()
+		if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+			t.Fatalf("a script over two slots: %v, want CROSSSLOT", err)
+		}
+	})
+
+	// Identities spread over every master: no hot slot, no hot node.
+	sizes, err := cluster.DBSize(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var total int64
-	for addr, n := range perNode {
-		if n == 0 {
-			t.Errorf("master %s holds no identity: %v", addr, perNode)
-		}
+	for _, n := range sizes {
 		total += n
 	}
-	if total != ids {
-		t.Errorf("%d keys on the cluster, want %d", total, ids)
+	t.Logf("keys per master: %v (total %d)", sizes, total)
+	for i, n := range sizes {
+		if n*5 < total { // under 20% of the keys, where 33% is expected
+			t.Fatalf("master %d holds %d of %d keys: identities do not spread", i, n, total)
+		}
 	}
 }

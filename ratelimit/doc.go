@@ -12,6 +12,26 @@
 //		// retry after res.RetryAfter
 //	}
 //
+// # Algorithms and features
+//
+// WithAlgorithm picks how a Limiter counts: TokenBucket (the default),
+// SlidingWindow, SlidingLog or FixedWindow; see Algorithm for which to
+// choose. Every one is a single Lua script on Redis with the same reply,
+// the same Result and the same Event.
+//
+// Beyond one limit per identity:
+//   - NewConcurrency bounds work in flight (leases with a TTL, weighted,
+//     released or expired; no leak when a holder crashes);
+//   - NewMulti checks several quotas of one identity all or nothing in one
+//     script ("10 a second and 10,000 a day", "requests and tokens");
+//   - Refund gives back unused cost (reserve max_tokens, settle with the
+//     tokens used), never above the burst;
+//   - WithLimit overrides the limit per call, for plans and tiers, on the
+//     same state;
+//   - WithShadow decides and publishes as usual but always allows, for
+//     rolling out a limit (Reason "shadow" marks what would have been
+//     blocked).
+//
 // A denial is a Result, not an error. Errors mean bad input (wrapping
 // ErrInvalidLimit, ErrInvalidCost, ErrInvalidIdentity, ErrInvalidOption...)
 // or a Redis failure (*BackendError, wrapping ErrBackend), in which case the
@@ -20,7 +40,9 @@
 // # Keys
 //
 // State lives under <namespace>:<algorithm>:{<hex sha256(identity)>}, or an
-// HMAC-SHA-256 with WithIdentityKey. The raw identity never reaches Redis,
+// HMAC-SHA-256 with WithIdentityKey. SlidingLog and the concurrency leases
+// add <key>:meta; a MultiLimiter's quotas live under
+// <namespace>:<algorithm>:{<hash>}:<quota name>. The raw identity never reaches Redis,
 // logs or metrics. The braces are a Redis Cluster hash tag: one identity's
 // keys share a slot, and identities spread over all shards. Keys carry a TTL
 // and vanish once an identity has been idle long enough to be back at a full

@@ -42,6 +42,9 @@ func miniBackend(t *testing.T) backend {
 	return backend{
 		name:   "miniredis",
 		client: c,
+		// miniredis compiles every script anew; under -race on a loaded
+		// machine that can pass the default 100 ms backend timeout.
+		opts: []Option{WithTimeout(5 * time.Second)},
 		advance: func(d time.Duration) {
 			now = now.Add(d)
 			mr.SetTime(now)
@@ -63,7 +66,7 @@ func realBackend(t *testing.T) backend {
 	return backend{
 		name:   "redis",
 		client: c,
-		opts: []Option{withClock(func() time.Time {
+		opts: []Option{WithTimeout(5 * time.Second), withClock(func() time.Time {
 			mu.Lock()
 			defer mu.Unlock()
 			return now

@@ -52,6 +52,16 @@ func validIdentity(identity string) error {
 
 // key returns the Redis key of identity. It allocates only the key string.
 func (k *keyer) key(identity string) (string, error) {
+	return k.format(identity, k.prefix, true)
+}
+
+// tag returns identity's hash tag alone, "{<hex>", for keys built around it
+// (a MultiLimiter's per-quota keys). The caller appends "}" and a suffix.
+func (k *keyer) tag(identity string) (string, error) {
+	return k.format(identity, "{", false)
+}
+
+func (k *keyer) format(identity, prefix string, closeTag bool) (string, error) {
 	if err := validIdentity(identity); err != nil {
 		return "", err
 	}
@@ -65,9 +75,11 @@ func (k *keyer) key(identity string) (string, error) {
 		sum := sha256.Sum256(s.buf)
 		s.sum = append(s.sum[:0], sum[:]...)
 	}
-	s.buf = append(s.buf[:0], k.prefix...)
+	s.buf = append(s.buf[:0], prefix...)
 	s.buf = hex.AppendEncode(s.buf, s.sum)
-	s.buf = append(s.buf, '}')
+	if closeTag {
+		s.buf = append(s.buf, '}')
+	}
 	key := string(s.buf)
 	k.pool.Put(s)
 	return key, nil

@@ -65,33 +65,43 @@ func (l Limit) String() string {
 	return strconv.FormatInt(l.Rate, 10) + "/" + l.Per.String() + " burst " + strconv.FormatInt(l.Capacity(), 10)
 }
 
-// Validate reports whether l can be enforced. The error wraps ErrInvalidLimit
-// and names the bad field and value.
+// Validate reports whether l can be enforced by the token bucket (the
+// default algorithm; see Algorithm.Validate for the others). The error wraps
+// ErrInvalidLimit and names the bad field and value.
 func (l Limit) Validate() error {
 	_, err := l.units()
 	return err
 }
 
-// units is a Limit reduced to the integers the scripts work in: a token is
-// per units, the bucket gains rate units every microsecond and holds
-// capacity*per units.
+// units is a Limit reduced to the integers the token-bucket script works in:
+// a token is per units, the bucket gains rate units every microsecond and
+// holds capacity*per units.
 type units struct {
 	rate     int64 // units per microsecond
 	per      int64 // units per token
-	perUS    int64 // Per in microseconds, for the window algorithms
+	perUS    int64 // Per in microseconds
 	capacity int64 // tokens
 }
 
-func (l Limit) units() (units, error) {
+// checkBasic checks what every algorithm needs: a positive rate, a positive
+// whole number of microseconds per period, a non-negative burst.
+func (l Limit) checkBasic() error {
 	switch {
 	case l.Rate <= 0:
-		return units{}, fmt.Errorf("%w: rate %d must be > 0", ErrInvalidLimit, l.Rate)
+		return fmt.Errorf("%w: rate %d must be > 0", ErrInvalidLimit, l.Rate)
 	case l.Per <= 0:
-		return units{}, fmt.Errorf("%w: per %v must be > 0", ErrInvalidLimit, l.Per)
+		return fmt.Errorf("%w: per %v must be > 0", ErrInvalidLimit, l.Per)
 	case l.Per%time.Microsecond != 0:
-		return units{}, fmt.Errorf("%w: per %v must be a whole number of microseconds", ErrInvalidLimit, l.Per)
+		return fmt.Errorf("%w: per %v must be a whole number of microseconds", ErrInvalidLimit, l.Per)
 	case l.Burst < 0:
-		return units{}, fmt.Errorf("%w: burst %d must be >= 0 (0 means rate)", ErrInvalidLimit, l.Burst)
+		return fmt.Errorf("%w: burst %d must be >= 0 (0 means rate)", ErrInvalidLimit, l.Burst)
+	}
+	return nil
+}
+
+func (l Limit) units() (units, error) {
+	if err := l.checkBasic(); err != nil {
+		return units{}, err
 	}
 	perUS := l.Per.Microseconds()
 	g := gcd(l.Rate, perUS)

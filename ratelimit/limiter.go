@@ -15,7 +15,9 @@ import (
 //
 // Use Allow for one unit, AllowN for a weighted cost (LLM tokens, bytes, GPU
 // units), Wait to block until a cost fits, Peek to read the state without
-// spending, and Reset to forget an identity.
+// spending, Refund to give back unused cost, and Reset to forget an
+// identity. WithLimit gives a view of the limiter with another limit (a
+// plan or tier) on the same state.
 //
 // A Limiter is safe for concurrent use. Create it once with New and share it;
 // its configuration cannot change afterwards.
@@ -24,7 +26,7 @@ type Limiter struct {
 	owned  bool // created by NewFromURL: Close closes the client
 	cfg    config
 	limit  Limit
-	units  units
+	pol    policy
 	keys   *keyer
 	bus    *Bus
 	script *redis.Script
@@ -33,11 +35,11 @@ type Limiter struct {
 	// goroutine so that the caller can still leave on time.
 	direct bool
 	server string
+	// The script's limit parameters (ARGV[1..3], see policy), boxed once.
+	argA, argB, argC any
 	// pipe shares round trips between concurrent calls (WithPipelining);
 	// nil sends each call on its own.
 	pipe *dispatcher
-	// Script arguments that never change, boxed once.
-	argRate, argPer, argBurst any
 }
 
 // New returns a Limiter enforcing limit on Redis through client: a
@@ -48,23 +50,31 @@ type Limiter struct {
 // short, the client should be created with ContextTimeoutEnabled: true; when
 // it is not, each call runs on a goroutine of its own so that the caller
 // still returns on time (the goroutine ends at the client's ReadTimeout).
+//
+// The limit is validated for the algorithm (WithAlgorithm): the window
+// algorithms reject a Burst other than 0 or Rate.
 func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, error) {
 	if client == nil {
 		return nil, ErrNilClient
 	}
-	u, err := limit.units()
+	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg := defaultConfig()
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o.apply(&cfg); err != nil {
-			return nil, err
-		}
+	if cfg.leaseTTL != 0 {
+		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
 	}
+	pol, err := cfg.algorithm.prepare(limit)
+	if err != nil {
+		return nil, err
+	}
+	return newLimiter(client, cfg, limit, pol), nil
+}
+
+// newLimiter builds a Limiter from checked parts. The concurrency and multi
+// limiters use one too, for its Redis seam (exec), keys, bus and fail
+// strategy.
+func newLimiter(client redis.UniversalClient, cfg config, limit Limit, pol policy) *Limiter {
 	bus := cfg.bus
 	if bus == nil {
 		bus = NewBus()
@@ -73,22 +83,23 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 		bus.Subscribe(s)
 	}
 	l := &Limiter{
-		client:   client,
-		cfg:      cfg,
-		limit:    limit,
-		units:    u,
-		keys:     newKeyer(cfg.namespace, cfg.algorithm, cfg.secret),
-		bus:      bus,
-		script:   cfg.algorithm.script(),
-		argRate:  u.rate,
-		argPer:   u.per,
-		argBurst: u.capacity,
+		client: client,
+		cfg:    cfg,
+		keys:   newKeyer(cfg.namespace, cfg.algorithm, cfg.secret),
+		bus:    bus,
+		script: cfg.algorithm.script(),
 	}
+	l.setLimit(limit, pol)
 	l.direct, l.server = inspectClient(client)
 	if !cfg.noPipelining {
 		l.pipe = newDispatcher(l)
 	}
-	return l, nil
+	return l
+}
+
+func (l *Limiter) setLimit(limit Limit, pol policy) {
+	l.limit, l.pol = limit, pol
+	l.argA, l.argB, l.argC = pol.a, pol.b, pol.c
 }
 
 // NewFromURL connects to the Redis at rawURL (redis://[user:password@]host:port/db,
@@ -155,8 +166,18 @@ func (l *Limiter) Bus() *Bus { return l.bus }
 func (l *Limiter) Subscribe(s Subscriber) (unsubscribe func()) { return l.bus.Subscribe(s) }
 
 // Key returns the Redis key that holds identity's state, for operators and
-// tests. It is the hashed form; the identity itself is never stored.
+// tests. It is the hashed form; the identity itself is never stored. The
+// SlidingLog algorithm keeps a second key beside it, Key + ":meta".
 func (l *Limiter) Key(identity string) (string, error) { return l.keys.key(identity) }
+
+// scriptKeys returns the KEYS of key's script: key alone, or key and its
+// meta key (one hash tag, so one Cluster slot).
+func (l *Limiter) scriptKeys(key string) []string {
+	if l.cfg.algorithm.twoKeys() {
+		return []string{key, key + metaSuffix}
+	}
+	return []string{key}
+}
 
 // Allow is shorthand for AllowN(ctx, identity, 1).
 func (l *Limiter) Allow(ctx context.Context, identity string) (Result, error) {
@@ -204,7 +225,7 @@ func (l *Limiter) Reset(ctx context.Context, identity string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
 	defer cancel()
-	if err := l.client.Del(ctx, key).Err(); err != nil {
+	if err := l.client.Del(ctx, l.scriptKeys(key)...).Err(); err != nil {
 		return newBackendError(err)
 	}
 	return nil
@@ -253,8 +274,8 @@ func (l *Limiter) checkCost(cost int64) error {
 	if cost < 0 {
 		return fmt.Errorf("%w: cost %d is negative", ErrInvalidCost, cost)
 	}
-	if cost > l.units.capacity {
-		return fmt.Errorf("%w: cost %d is above the burst %d and could never be allowed", ErrInvalidCost, cost, l.units.capacity)
+	if cost > l.pol.capacity {
+		return fmt.Errorf("%w: cost %d is above the burst %d and could never be allowed", ErrInvalidCost, cost, l.pol.capacity)
 	}
 	return nil
 }
@@ -267,30 +288,49 @@ func (l *Limiter) decide(ctx context.Context, key string, cost int64, apply bool
 	if publish {
 		start = time.Now()
 	}
-	res, err := l.eval(ctx, key, cost, apply)
+	mode := modePeek
+	if apply {
+		mode = modeSpend
+	}
+	res, err := l.eval(ctx, key, cost, mode)
 	if err != nil {
 		res = l.failResult()
+	} else if apply {
+		res = l.shadow(res)
 	}
 	if publish {
-		ev := Event{
-			Namespace:  l.cfg.namespace,
-			Algorithm:  l.cfg.algorithm,
-			Key:        key,
-			Cost:       cost,
-			Result:     res,
-			Start:      start,
-			Duration:   time.Since(start),
-			ServerAddr: l.server,
-		}
-		if err != nil { // keep a nil *BackendError out of the interface
-			ev.Err = err
-		}
-		l.bus.Publish(ctx, ev)
+		l.publish(ctx, l.cfg.algorithm, key, cost, res, start, err)
 	}
 	if err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// shadow applies shadow mode to a decision Redis made.
+func (l *Limiter) shadow(res Result) Result {
+	if l.cfg.shadow && !res.Allowed {
+		res.Allowed, res.Reason = true, ReasonShadow
+	}
+	return res
+}
+
+// publish sends one decision to the bus; start is when its Redis call began.
+func (l *Limiter) publish(ctx context.Context, alg Algorithm, key string, cost int64, res Result, start time.Time, err *BackendError) {
+	ev := Event{
+		Namespace:  l.cfg.namespace,
+		Algorithm:  alg,
+		Key:        key,
+		Cost:       cost,
+		Result:     res,
+		Start:      start,
+		Duration:   time.Since(start),
+		ServerAddr: l.server,
+	}
+	if err != nil { // keep a nil *BackendError out of the interface
+		ev.Err = err
+	}
+	l.bus.Publish(ctx, ev)
 }
 
 func (l *Limiter) failResult() Result {
@@ -300,19 +340,33 @@ func (l *Limiter) failResult() Result {
 	return Result{Allowed: true, Reason: ReasonFailOpen, Limit: l.limit}
 }
 
-// eval runs one token-bucket decision for key and decodes the reply.
-func (l *Limiter) eval(ctx context.Context, key string, cost int64, apply bool) (Result, *BackendError) {
-	applyArg, nowArg := 0, int64(0)
-	if apply {
-		applyArg = 1
-	}
+// Script modes (ARGV[5] of every single-algorithm script).
+const (
+	modePeek   = 0 // report only
+	modeSpend  = 1 // spend the cost when allowed
+	modeRefund = 2 // give the cost back
+)
+
+// nowArg is the script's clock argument: 0 (Redis TIME) except in tests.
+func (l *Limiter) nowArg() int64 {
 	if l.cfg.now != nil {
-		nowArg = l.cfg.now().UnixMicro()
+		return l.cfg.now().UnixMicro()
 	}
-	reply, err := l.exec(ctx, l.script, []string{key}, l.argRate, l.argPer, l.argBurst, cost, applyArg, nowArg)
+	return 0
+}
+
+// eval runs one decision of the limiter's algorithm for key and decodes the
+// reply.
+func (l *Limiter) eval(ctx context.Context, key string, cost int64, mode int) (Result, *BackendError) {
+	reply, err := l.exec(ctx, l.script, l.scriptKeys(key), l.argA, l.argB, l.argC, cost, mode, l.nowArg())
 	if err != nil {
 		return Result{}, err
 	}
+	return l.decode(reply)
+}
+
+// decode turns the reply of a single-algorithm script into a Result.
+func (l *Limiter) decode(reply []int64) (Result, *BackendError) {
 	if len(reply) != 5 {
 		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
 	}

@@ -38,12 +38,17 @@ const (
 	// MaxIdentityLen is the longest identity accepted, in bytes. Identities
 	// are hashed, so this bounds CPU, not Redis memory.
 	MaxIdentityLen = 4096
+	// DefaultLeaseTTL is how long a ConcurrencyLimiter's lease lasts unless
+	// extended, when WithLeaseTTL is not given.
+	DefaultLeaseTTL = 30 * time.Second
 	// maxNamespaceLen is the longest namespace accepted, in bytes.
 	maxNamespaceLen = 64
 )
 
-// An Option configures a Limiter at construction. Options are applied in
-// order; a later option overrides an earlier one.
+// An Option configures a Limiter, MultiLimiter or ConcurrencyLimiter at
+// construction. Options are applied in order; a later option overrides an
+// earlier one. An option that does not apply to the limiter being built is
+// an error, not silently ignored.
 type Option interface {
 	apply(*config) error
 }
@@ -55,11 +60,14 @@ func (f optionFunc) apply(c *config) error { return f(c) }
 type config struct {
 	namespace string
 	algorithm Algorithm
+	algSet    bool // WithAlgorithm was given (the limiters that take none reject it)
 	fail      FailStrategy
 	timeout   time.Duration
 	secret    []byte
 	bus       *Bus
 	subs      []Subscriber
+	shadow    bool
+	leaseTTL  time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
 	now       func() time.Time // tests only: replaces Redis TIME
 	// noPipelining sends every call on its own (WithPipelining(false));
 	// the zero value, pipelining on, is the default.
@@ -68,6 +76,24 @@ type config struct {
 
 func defaultConfig() config {
 	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout}
+}
+
+// newConfig applies opts to the defaults and checks the options against
+// each other.
+func newConfig(opts []Option) (config, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			return config{}, err
+		}
+	}
+	if cfg.shadow && cfg.fail == FailClosed {
+		return config{}, fmt.Errorf("%w: shadow mode always allows, so it cannot be combined with FailClosed", ErrInvalidOption)
+	}
+	return cfg, nil
 }
 
 // WithNamespace sets the first part of every Redis key and the namespace
@@ -98,13 +124,50 @@ func validNamespace(ns string) error {
 	return nil
 }
 
-// WithAlgorithm selects the algorithm (default TokenBucket).
+// WithAlgorithm selects the algorithm of a Limiter (default TokenBucket): one
+// of TokenBucket, SlidingWindow, SlidingLog or FixedWindow (see Algorithm
+// for which to choose). Concurrency is rejected: use NewConcurrency.
+// NewMulti and NewConcurrency reject this option; a MultiLimiter takes an
+// algorithm per Quota.
 func WithAlgorithm(a Algorithm) Option {
 	return optionFunc(func(c *config) error {
 		if !a.valid() {
 			return fmt.Errorf("%w: unknown algorithm %d", ErrInvalidOption, a)
 		}
-		c.algorithm = a
+		if a == Concurrency {
+			return fmt.Errorf("%w: the concurrency limiter is built by NewConcurrency, not WithAlgorithm", ErrInvalidOption)
+		}
+		c.algorithm, c.algSet = a, true
+		return nil
+	})
+}
+
+// WithShadow turns on shadow mode, for rolling out a limit: every call is
+// decided by Redis and published as usual, and spends what an enforced call
+// would spend, but is always allowed. A call the limit would have denied
+// returns Allowed true with Reason ReasonShadow, and keeps the Remaining and
+// RetryAfter of the denial, so metrics, logs and spans show exactly what
+// enforcing the limit would block. It applies to Limiter, MultiLimiter and
+// ConcurrencyLimiter (a lease granted in shadow over capacity is not
+// recorded in Redis). It cannot be combined with FailClosed, which would
+// deny when Redis fails.
+func WithShadow() Option {
+	return optionFunc(func(c *config) error {
+		c.shadow = true
+		return nil
+	})
+}
+
+// WithLeaseTTL sets how long a lease of a ConcurrencyLimiter lasts unless it
+// is extended (default DefaultLeaseTTL): the longest time the capacity of a
+// holder that crashed stays taken. It must be at least a millisecond and a
+// whole number of microseconds. New and NewMulti reject it.
+func WithLeaseTTL(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d < time.Millisecond || d%time.Microsecond != 0 || d.Microseconds() > maxWindowUS {
+			return fmt.Errorf("%w: lease TTL %v must be a whole number of microseconds, at least 1ms", ErrInvalidOption, d)
+		}
+		c.leaseTTL = d
 		return nil
 	})
 }

@@ -170,7 +170,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	for i := range n {
 		key, _ := l.Key("id-" + strconv.Itoa(i))
 		keys = append(keys, key)
-		call := l.batchCall(ctx, []string{key}, 3)
+		call := l.batchCall(ctx, key, 3)
 		calls = append(calls, &call)
 	}
 	l.pipelined(ctx, calls)
@@ -181,7 +181,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 		if call.err != nil {
 			t.Fatalf("call %d: %v", i, call.err)
 		}
-		res, err := l.batchDecode(call.reply)
+		res, err := l.decode(call.reply)
 		if err != nil || !res.Allowed || res.Remaining != 7 {
 			t.Errorf("call %d: %+v %v, want allowed with 7 remaining", i, res, err)
 		}

@@ -12,11 +12,16 @@ const (
 	ReasonFailOpen
 	// ReasonFailClosed: Redis failed and FailClosed denied the call.
 	ReasonFailClosed
+	// ReasonShadow: Redis decided that the quota denies the call, and shadow
+	// mode (WithShadow) allowed it anyway. Allowed is true; Remaining and
+	// RetryAfter are those of the denial.
+	ReasonShadow
 )
 
-var reasonNames = [...]string{"quota", "fail_open", "fail_closed"}
+var reasonNames = [...]string{"quota", "fail_open", "fail_closed", "shadow"}
 
-// String returns "quota", "fail_open" or "fail_closed": a bounded label.
+// String returns "quota", "fail_open", "fail_closed" or "shadow": a bounded
+// label.
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
 		return reasonNames[r]
@@ -40,12 +45,25 @@ type Result struct {
 	// decision (whole tokens, rounded down).
 	Remaining int64
 	// RetryAfter is, for a denial, how long until the same cost would be
-	// allowed if nothing else is spent meanwhile. 0 when allowed.
+	// allowed if nothing else is spent meanwhile. 0 when allowed, except
+	// with ReasonShadow, where it is what the denial would have said. For a
+	// ConcurrencyLimiter it is an upper bound: the time until enough leases
+	// expire, sooner if they are released.
 	RetryAfter time.Duration
 	// ResetAfter is how long until the limit is fully replenished
 	// (Remaining back to the burst) if nothing else is spent meanwhile.
 	ResetAfter time.Duration
+	// Quota is the name of the quota that decided, for a MultiLimiter: the
+	// one that denied (the longest RetryAfter when several did), or when
+	// allowed the one with the smallest share left. It is "" for the other
+	// limiters and for a fail strategy's decision. Quota names come from
+	// the limiter's configuration, so they are a bounded label.
+	Quota string
 }
 
 // FailedOpen reports whether the call was allowed only because Redis failed.
 func (r Result) FailedOpen() bool { return r.Reason == ReasonFailOpen }
+
+// Shadowed reports whether the call was allowed only because of shadow mode:
+// the limit would have denied it.
+func (r Result) Shadowed() bool { return r.Reason == ReasonShadow }

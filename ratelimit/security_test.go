@@ -124,7 +124,7 @@ func TestScriptHostileArgs(t *testing.T) {
 				}
 			}
 			// cost above burst, and a capacity beyond 2^53
-			for _, args := range [][]any{{1, 1000000, 10, 11, 1, 0}, {1, 1 << 30, 1 << 30, 1, 1, 0}, {1, 1, 10, 1, 2, 0}} {
+			for _, args := range [][]any{{1, 1000000, 10, 11, 1, 0}, {1, 1 << 30, 1 << 30, 1, 1, 0}, {1, 1, 10, 1, 3, 0}} {
 				if err := tokenBucketScript.Run(ctx, b.client, []string{key}, args...).Err(); err == nil {
 					t.Errorf("args %v accepted", args)
 				}

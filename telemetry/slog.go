@@ -49,8 +49,9 @@ type slogSubscriber struct {
 // Slog returns a Subscriber that logs every decision to logger, at the
 // level of its kind (see Levels), with these attributes: namespace,
 // algorithm, key (the hashed Redis key, never the identity), cost,
-// allowed, reason, remaining, retry_after, duration, and for backend
-// failures error and error_type. The logger's handler receives the caller's
+// allowed, reason, remaining, retry_after, duration, quota (for a
+// MultiLimiter, the quota that decided), and for backend failures error and
+// error_type. The logger's handler receives the caller's
 // context, so a trace-aware handler can add trace and span ids.
 //
 // Whether the level is enabled is checked first: a decision at a disabled
@@ -101,6 +102,10 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		slog.Duration("duration", e.Duration),
 	}
 	n := 9
+	if e.Result.Quota != "" { // a MultiLimiter's deciding quota: a configured name
+		attrs[n] = slog.String("quota", e.Result.Quota)
+		n++
+	}
 	if e.Err != nil {
 		attrs[n] = slog.String("error", e.Err.Error())
 		attrs[n+1] = slog.String("error_type", errorType(e.Err))

@@ -198,3 +198,17 @@ func TestFanoutFilterRecover(t *testing.T) {
 		t.Fatalf("recovered %v", recovered)
 	}
 }
+
+func TestSlogQuota(t *testing.T) {
+	var buf bytes.Buffer
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	sub.OnDecision(context.Background(), ratelimit.Event{Result: ratelimit.Result{Allowed: false, Quota: "daily"}})
+	sub.OnDecision(context.Background(), ratelimit.Event{Result: ratelimit.Result{Allowed: false}})
+	lines := decodeLines(t, &buf)
+	if len(lines) != 2 || lines[0]["quota"] != "daily" {
+		t.Fatalf("lines %v, want the deciding quota on the first", lines)
+	}
+	if _, ok := lines[1]["quota"]; ok {
+		t.Fatalf("quota attribute on a single-limit decision: %v", lines[1])
+	}
+}

@@ -1,5 +1,6 @@
 // Package redistest starts real redis-server processes for tests, on free
-// loopback ports, and stops them when the test ends.
+// loopback ports, and stops them when the test ends: single servers (Start)
+// and Redis Clusters (StartCluster).
 //
 // When redis-server is not installed the tests that need it are skipped with
 // a message, unless RATELIMIT_REQUIRE_REDIS=1 is set (as .ci/run does), in
@@ -55,7 +56,7 @@ func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y redis-server): %v", name, err)
+		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y redis-server redis-tools): %v", name, err)
 		if os.Getenv(RequireEnv) == "1" {
 			tb.Fatalf("%s=1 and %s", RequireEnv, msg)
 		}
@@ -69,7 +70,11 @@ func Binary(tb testing.TB, name string) string {
 // command-line arguments ("--maxmemory", "1mb", ...).
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
-	return start(tb, nil, extra)
+	return start(tb, nil, fixedArgs(extra))
+}
+
+func fixedArgs(extra []string) func() ([]string, error) {
+	return func() ([]string, error) { return extra, nil }
 }
 
 // StartTLS starts a redis-server that accepts TLS connections only, with a
@@ -82,10 +87,13 @@ func StartTLS(tb testing.TB, extra ...string) *Server {
 	if err != nil {
 		tb.Fatalf("redistest: certificates: %v", err)
 	}
-	return start(tb, pki, extra)
+	return start(tb, pki, fixedArgs(extra))
 }
 
-func start(tb testing.TB, pki *testPKI, extra []string) *Server {
+// start starts a server, over TLS when pki is not nil. extra returns the
+// further arguments afresh for each attempt (a cluster node needs a free
+// bus port too).
+func start(tb testing.TB, pki *testPKI, extra func() ([]string, error)) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb, "redis-server"), dir: tb.TempDir()}
 	var lastErr error
@@ -93,6 +101,10 @@ func start(tb testing.TB, pki *testPKI, extra []string) *Server {
 		port, err := FreePort()
 		if err != nil {
 			tb.Fatalf("redistest: free port: %v", err)
+		}
+		more, err := extra()
+		if err != nil {
+			tb.Fatalf("redistest: %v", err)
 		}
 		s.Port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -108,7 +120,7 @@ func start(tb testing.TB, pki *testPKI, extra []string) *Server {
 		s.args = append(append(portArgs, "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", s.dir,
 			"--daemonize", "no", "--loglevel", "warning",
-		), extra...)
+		), more...)
 		if lastErr = s.start(); lastErr == nil {
 			tb.Cleanup(s.Stop)
 			return s

@@ -22,8 +22,9 @@
 //	ratelimit_events_dropped_total{namespace,algorithm,subscriber}       counter
 //
 // decision is "allowed" or "blocked"; reason is ratelimit.Reason's String
-// ("quota" when Redis decided, "fail_open" or "fail_closed" when the fail
-// strategy did, and any reason added later); type is
+// ("quota" when Redis decided, "shadow" when shadow mode allowed what the
+// quota would have blocked, "fail_open" or "fail_closed" when the fail
+// strategy did); type is
 // ratelimit.ErrorType's String ("timeout", "connection", "script",
 // "canceled", "other").
 //

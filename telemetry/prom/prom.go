@@ -45,8 +45,8 @@ const (
 	LabelAlgorithm = "algorithm"
 	// LabelDecision is Allowed or Blocked.
 	LabelDecision = "decision"
-	// LabelReason is the ratelimit.Reason: "quota", "fail_open",
-	// "fail_closed", and any added later.
+	// LabelReason is the ratelimit.Reason: "quota", "shadow",
+	// "fail_open" or "fail_closed".
 	LabelReason = "reason"
 	// LabelType is the ratelimit.ErrorType of a backend failure.
 	LabelType = "type"
@@ -168,7 +168,7 @@ func NewCollector(opts ...Option) (*Collector, error) {
 	c := &Collector{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        DecisionsName,
-			Help:        "Rate-limit decisions, by outcome: decision is allowed or blocked, reason is quota when Redis decided and fail_open or fail_closed when Redis failed.",
+			Help:        "Rate-limit decisions, by outcome: decision is allowed or blocked, reason is quota when Redis decided, shadow when shadow mode allowed what the quota would have blocked, and fail_open or fail_closed when Redis failed.",
 			ConstLabels: cfg.constLabels,
 		}, outcome),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{

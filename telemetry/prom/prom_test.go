@@ -151,7 +151,7 @@ func TestScriptedDecisions(t *testing.T) {
 		t.Fatal("an identity reached the metrics")
 	}
 	expected := `
-# HELP ratelimit_decisions_total Rate-limit decisions, by outcome: decision is allowed or blocked, reason is quota when Redis decided and fail_open or fail_closed when Redis failed.
+# HELP ratelimit_decisions_total Rate-limit decisions, by outcome: decision is allowed or blocked, reason is quota when Redis decided, shadow when shadow mode allowed what the quota would have blocked, and fail_open or fail_closed when Redis failed.
 # TYPE ratelimit_decisions_total counter
 ratelimit_decisions_total{algorithm="token_bucket",decision="allowed",namespace="api",reason="quota"} 4
 ratelimit_decisions_total{algorithm="token_bucket",decision="blocked",namespace="api",reason="quota"} 2

@@ -1,0 +1,101 @@
+-- fixed_window.lua: one fixed-window decision, atomically.
+--
+-- Windows are aligned to the Unix epoch: window k covers
+-- [k*window, (k+1)*window) µs of Redis TIME, the same for every identity and
+-- every instance (a daily quota resets at 00:00 UTC). Each window grants
+-- `quota` units; a call of cost n takes n of them.
+--
+-- KEYS[1]  a hash {s = start of the window counted (µs), p = its length (µs),
+--          c = units spent in it}
+-- ARGV[1]  quota: units per window                     (integer >= 1)
+-- ARGV[2]  window length in µs                         (integer >= 1)
+-- ARGV[3]  unused, 0 (keeps the argument layout of every algorithm)
+-- ARGV[4]  cost                                        (integer, 0 <= cost <= quota)
+-- ARGV[5]  mode: 1 spends the cost when allowed, 0 only reports (Peek),
+--          2 gives cost units back to the window (Refund), never below 0 spent
+-- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
+--
+-- Reply: {allowed (0|1), remaining, retry_after µs, reset_after µs, now µs}
+local MAX = 9007199254740991
+
+-- int_arg accepts only plain decimal digits (what the Go side sends): no
+-- sign, exponent, hex, spaces, inf or nan, and at most 16 digits.
+local function int_arg(i, min, max)
+  local s = ARGV[i]
+  if type(s) ~= 'string' or #s > 16 or not string.find(s, '^%d+$') then
+    return nil
+  end
+  local v = tonumber(s)
+  if v < min or v > max then
+    return nil
+  end
+  return v
+end
+
+local quota = int_arg(1, 1, MAX)
+local window = int_arg(2, 1, MAX)
+local cost = int_arg(4, 0, MAX)
+local mode = int_arg(5, 0, 2)
+local now = int_arg(6, 0, MAX)
+if not (quota and window and int_arg(3, 0, 0) and cost and mode and now) then
+  return redis.error_reply('ERR ratelimit: fixed_window: invalid argument')
+end
+if cost > quota or window > MAX / 4 then
+  return redis.error_reply('ERR ratelimit: fixed_window: cost or window out of range')
+end
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local state = redis.call('HMGET', KEYS[1], 's', 'p', 'c')
+local s, p, c = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+local valid = s and p and c and p >= 1 and c >= 0 and
+  s == math.floor(s) and p == math.floor(p) and c == math.floor(c)
+-- If TIME went backwards (failover to a node with another clock), count in
+-- the window already written rather than in an earlier one.
+if valid and s > now then now = s end
+local start = now - now % window
+local spent = 0
+if valid and s < start + window and s + p > start then
+  -- The stored window overlaps the current one: the same window, or the
+  -- limit changed (another Per) and the units spent under the old window
+  -- may lie in this one, so they still count.
+  spent = c
+end
+
+local remaining_after = function(n)
+  if n >= quota then return 0 end
+  return quota - n
+end
+
+local allowed = 0
+local until_end = start + window - now
+if mode == 2 then
+  allowed = 1
+  if cost > 0 and spent > 0 then
+    spent = spent - cost
+    if spent <= 0 then
+      spent = 0
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('HSET', KEYS[1], 's', start, 'p', window, 'c', spent)
+      redis.call('PEXPIRE', KEYS[1], math.ceil(until_end / 1000))
+    end
+  end
+elseif spent + cost <= quota then
+  allowed = 1
+  if mode == 1 and cost > 0 then
+    spent = spent + cost
+    redis.call('HSET', KEYS[1], 's', start, 'p', window, 'c', spent)
+    redis.call('PEXPIRE', KEYS[1], math.ceil(until_end / 1000))
+  end
+end
+
+local retry_after, reset_after = 0, 0
+if allowed == 0 then
+  -- The next window starts empty, and cost <= quota always fits it.
+  retry_after = until_end
+end
+if spent > 0 then reset_after = until_end end
+return {allowed, remaining_after(spent), retry_after, reset_after, now}

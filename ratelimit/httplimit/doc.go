@@ -1,0 +1,104 @@
+// Package httplimit is net/http middleware for ratelimit: it finds who
+// sent a request and what it costs, asks a Limiter, sends the RateLimit
+// header fields, and answers 429 (or 503 when Redis is down and the limiter
+// fails closed) with an RFC 9457 problem body.
+//
+// # A whole mux
+//
+//	lim, _ := ratelimit.New(rdb, ratelimit.PerMinute(100).WithBurst(200),
+//		ratelimit.WithNamespace("api"), ratelimit.WithIdentityKey(secret))
+//	mw, _ := httplimit.New(lim) // per client IP, draft-11 headers
+//	http.ListenAndServe(":8080", mw.Handler(mux))
+//
+// chi and gorilla/mux take the same shape: r.Use(mw.Handler).
+//
+// # One handler (the Python library's @rate_limit decorator)
+//
+//	llm, _ := ratelimit.New(rdb, ratelimit.PerMinute(10_000), ratelimit.WithNamespace("llm"))
+//	gen := httplimit.Must(llm,
+//		httplimit.WithKey(httplimit.KeyByHeader("X-API-Key")),
+//		httplimit.WithCost(httplimit.CostByQuery("tokens", 1)))
+//	mux.Handle("POST /v1/generate", gen.HandlerFunc(generate))
+//
+// When the cost is known only after reading the body, call Admit from the
+// handler instead.
+//
+// # Other limiters
+//
+// The Middleware needs only a Limiter: AllowN(ctx, identity, cost). A
+// ratelimit.MultiLimiter fits through LimiterFunc, and the quota that decided
+// names the policy; a ratelimit.ConcurrencyLimiter through Concurrency,
+// which holds a lease while the request runs.
+//
+// # echo and gin
+//
+// This package imports neither; adapting takes a few lines. echo wraps
+// net/http middleware itself:
+//
+//	e.Use(echo.WrapMiddleware(mw.Handler))
+//
+// gin needs a small adapter that runs the rest of the chain from inside the
+// middleware and aborts it when the request was answered:
+//
+//	func Gin(mw *httplimit.Middleware) gin.HandlerFunc {
+//		return func(c *gin.Context) {
+//			passed := false
+//			mw.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+//				passed = true
+//				c.Request = r // carries the Decision
+//				c.Next()
+//			})).ServeHTTP(c.Writer, c.Request)
+//			if !passed {
+//				c.Abort()
+//			}
+//		}
+//	}
+//
+// # Identity
+//
+// The default KeyFunc, KeyByIP, keys on the socket address and trusts no
+// header, so it cannot be spoofed. Behind reverse proxies, say which proxies
+// to trust; the client is then the rightmost address in X-Forwarded-For (or
+// RFC 7239 Forwarded) that is not one of them, never the leftmost, which the
+// client writes itself. The Python library's trust_proxy=True is:
+//
+//	ip := httplimit.MustClientIP(httplimit.TrustProxies("10.0.0.0/8")) // your proxies' ranges
+//	// or, when exactly one proxy stands in front and nothing reaches around it:
+//	ip = httplimit.MustClientIP(httplimit.TrustHops(1))
+//	mw, _ := httplimit.New(lim, httplimit.WithKey(ip.Key))
+//
+// IPv6 clients are grouped by /64 (IPv6Prefix changes it), IPv4-mapped
+// addresses count as IPv4, and zones are dropped. KeyByHeader keys on an API
+// key, FirstOf falls back from one KeyFunc to the next, and any
+// func(*http.Request) (string, error) is a KeyFunc. Identities are hashed by
+// the limiter (use ratelimit.WithIdentityKey for guessable ones such as IP
+// addresses) and never appear in headers, logs or metrics.
+//
+// A request without an identity (ErrNoIdentity: an unparsable socket
+// address, a trusted proxy that wrote "unknown", a missing API key) gets a
+// 400 from DefaultErrorHandler: it is never silently counted against a
+// shared bucket such as the proxy's address. WithErrorHandler changes that.
+//
+// # Headers
+//
+// StyleDraft11 (the default) sends the Structured Fields of
+// draft-ietf-httpapi-ratelimit-headers-11:
+//
+//	RateLimit-Policy: "api";q=200;w=120
+//	RateLimit: "api";r=150;t=30
+//
+// For a token bucket, q is the burst (the bucket's capacity) and w the
+// seconds an empty bucket takes to refill it (burst × per / rate, rounded
+// up), so q per w is the sustained rate; r is the cost that could be spent
+// now; t is, after an allowed request, the seconds until the bucket is full
+// again, and after a denied one, the seconds until the same cost would fit
+// (equal to Retry-After). StyleLegacy sends RateLimit-Limit (q),
+// RateLimit-Remaining (r) and RateLimit-Reset (t, delta seconds);
+// StyleXRateLimit the same under X-RateLimit-*; StyleNone nothing.
+// Retry-After is on every 429 and 503. WithPartitionKey adds an opaque pk.
+//
+// When Redis fails and the limiter fails open, requests pass and carry no
+// rate-limit header: the quota's state is unknown and a made-up one would
+// mislead clients. The Decision in the request context (FromContext) and
+// the limiter's event bus say ReasonFailOpen.
+package httplimit
