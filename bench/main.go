@@ -46,6 +46,7 @@ type config struct {
 	maxCalls  int
 	cpuprof   string
 	jsonOut   string
+	render    string
 	args      []string
 }
 
@@ -83,6 +84,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&casesF, "cases", ".", "regexp selecting cases by name")
 	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md and benchmarks.svg to")
 	fs.StringVar(&c.jsonOut, "json", "", "also write every sample and the summary as JSON to this file")
+	fs.StringVar(&c.render, "render", "", "measure nothing: write the report again from the -json file of an earlier run (give the same flags)")
 	fs.BoolVar(&c.smoke, "smoke", false, "run every cell for a moment, one round (seconds in total; for CI, no figure is meaningful)")
 	fs.IntVar(&c.maxCalls, "max-calls", 10_000_000, "bound on the calls of one goroutine in one cell")
 	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -109,7 +111,7 @@ func parseFlags(args []string) (config, error) {
 	// (not where the results go).
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "out", "json", "cpuprofile":
+		case "out", "json", "cpuprofile", "render":
 		default:
 			c.args = append(c.args, "-"+f.Name+"="+f.Value.String())
 		}
@@ -133,6 +135,10 @@ func run(args []string) error {
 	}
 	if len(cases) == 0 {
 		return fmt.Errorf("-cases %q selects no case", cfg.cases)
+	}
+
+	if cfg.render != "" {
+		return render(cfg, cases)
 	}
 
 	srv := &server{addr: cfg.redisAddr}
@@ -194,6 +200,11 @@ func run(args []string) error {
 	}
 	env.finish(ctx, admin, began)
 
+	return write(cfg, cases, env, samples, total, began)
+}
+
+// write summarizes samples and writes the report (and -json).
+func write(cfg config, cases []benchCase, env *environ, samples map[cell][]sample, total int, began time.Time) error {
 	var sums []summary
 	for _, nk := range cfg.keyspaces {
 		for _, conc := range cfg.concs {
@@ -215,11 +226,7 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.jsonOut != "" {
-		raw, err := json.Marshal(struct {
-			Env     *environ            `json:"environment"`
-			Summary []summary           `json:"summary"`
-			Samples map[string][]sample `json:"samples"`
-		}{env, sums, flatSamples(samples)})
+		raw, err := json.Marshal(saved{env, sums, flatSamples(samples)})
 		if err != nil {
 			return err
 		}
@@ -228,11 +235,47 @@ func run(args []string) error {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s (%d cells in %v; other processes used %.2f of %d cores meanwhile)\n",
-		md, total, time.Since(began).Round(time.Second), env.OtherCPU, env.CPUs)
+		md, total, env.Took.Round(time.Second), env.OtherCPU, env.CPUs)
 	for _, line := range rep.targetLines() {
 		fmt.Fprintln(os.Stderr, line)
 	}
 	return nil
+}
+
+// saved is what -json writes and -render reads.
+type saved struct {
+	Env     *environ            `json:"environment"`
+	Summary []summary           `json:"summary"`
+	Samples map[string][]sample `json:"samples"`
+}
+
+// render writes the report again from the samples of an earlier -json, with
+// the flags given now (which must describe that run: -conc, -keys, -rounds,
+// -duration, -warmup, -cases).
+func render(cfg config, cases []benchCase) error {
+	raw, err := os.ReadFile(cfg.render)
+	if err != nil {
+		return err
+	}
+	var sv saved
+	if err := json.Unmarshal(raw, &sv); err != nil {
+		return fmt.Errorf("-render %s: %w", cfg.render, err)
+	}
+	samples := map[cell][]sample{}
+	for k, ss := range sv.Samples {
+		var c cell
+		i := strings.Index(k, "/keys=")
+		if i < 0 {
+			return fmt.Errorf("-render: bad sample key %q", k)
+		}
+		c.Case = k[:i]
+		if _, err := fmt.Sscanf(k[i:], "/keys=%d/conc=%d", &c.Keys, &c.Conc); err != nil {
+			return fmt.Errorf("-render: bad sample key %q: %w", k, err)
+		}
+		samples[c] = ss
+	}
+	cfg.jsonOut = ""
+	return write(cfg, cases, sv.Env, samples, len(sv.Samples)*cfg.rounds, sv.Env.Started)
 }
 
 func flatSamples(m map[cell][]sample) map[string][]sample {

@@ -223,6 +223,7 @@ func (r *report) markdown() string {
 	}
 	w("\n")
 
+	r.redisCost(w)
 	w("## Decisions per second\n\n![decisions per second by concurrency](benchmarks.svg)\n\n")
 	r.choices(w)
 
@@ -270,6 +271,35 @@ func (r *report) markdown() string {
 	w("  different case each round; each figure is the median over the rounds. Client and Redis share the machine's\n")
 	w("  %d CPUs.\n", e.CPUs)
 	return b.String()
+}
+
+// redisCost shows what each decision costs Redis at concurrency 64 on
+// 10,000 keys: Redis runs commands on one thread, so once it is the
+// bottleneck decisions/s is about 1 / its CPU per decision.
+func (r *report) redisCost(w func(string, ...any)) {
+	const keys, conc = 10000, 64
+	names := []string{"ratelimit", "ratelimit-nopipe", "redis_rate", "ulule", "raw-evalsha-tokenbucket-autopipeline", "raw-evalsha"}
+	var rows []summary
+	for _, n := range names {
+		if s, ok := r.get(n, keys, conc); ok {
+			rows = append(rows, s)
+		}
+	}
+	if len(rows) < 2 {
+		return
+	}
+	w("### What a decision costs Redis (concurrency 64, 10,000 keys)\n\n")
+	w("Redis runs commands on one thread: once it is the bottleneck, decisions/s is about 1 / its CPU per decision.\n")
+	w("Pipelining removes the per-call network work from that CPU, not the script's own time.\n\n")
+	w("| Case | Decisions/s | Redis CPU/decision | Script time per call (EVALSHA, commandstats) |\n|---|---:|---:|---:|\n")
+	for _, s := range rows {
+		script := "–"
+		if u, ok := s.Cmds["evalsha"]; ok {
+			script = fmt.Sprintf("%.1f µs", u.USPerCall)
+		}
+		w("| %s | %s | %.1f µs | %s |\n", r.label(s.Case), thousands(s.PerSec), s.RedisCPU, script)
+	}
+	w("\n")
 }
 
 // choices puts the cases behind the library's choices side by side:
