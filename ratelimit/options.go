@@ -187,7 +187,10 @@ func WithFailStrategy(s FailStrategy) Option {
 // WithTimeout bounds every Redis call of the limiter (default
 // DefaultTimeout). When it passes, the call fails with an ErrorTimeout
 // BackendError and the FailStrategy decides. The caller's own context
-// deadline still applies when it is earlier.
+// deadline still applies when it is earlier. The client's own retries
+// (go-redis MaxRetries, 3 by default) happen within this timeout: against
+// a Redis that refuses connections they often use it all up, so the failure
+// is reported as a timeout; MaxRetries -1 makes it fail at once.
 func WithTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d <= 0 {

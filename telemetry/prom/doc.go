@@ -36,8 +36,12 @@
 //
 // The duration histogram has classic buckets from 25µs to 1s (a healthy
 // Redis round trip on a LAN takes 20 to 500µs) and native-histogram
-// settings (bucket factor 1.1, at most 160 buckets), so a Prometheus that
-// scrapes native histograms gets both.
+// settings (bucket factor 1.1, at most 160 buckets): the exposition carries
+// both. Which one Prometheus stores depends on its scrape settings: the
+// Prometheus 2.42 of the e2e test, with --enable-feature=native-histograms,
+// keeps only the native histogram (no _bucket series); without the flag,
+// only the classic one. The dashboards and alerts in dashboards/ query
+// classic "or" native, so either works.
 //
 // # Exemplars
 //
