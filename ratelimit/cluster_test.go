@@ -61,7 +61,7 @@ func TestCluster(t *testing.T) {
 
 	for _, alg := range limiterAlgorithms {
 		t.Run(alg.String(), func(t *testing.T) {
-			l := mustNew(t, cc, PerMinute(2), frozen, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed))
+			l := mustNew(t, cc, PerMinute(2), frozen, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 			for i := range identities {
 				res, err := l.AllowN(ctx, id(i), 2)
 				noBackendError(t, "AllowN", err)
@@ -85,7 +85,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	t.Run("concurrency", func(t *testing.T) {
-		c := mustNewConcurrency(t, cc, 2, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		c := mustNewConcurrency(t, cc, 2, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 		for i := range identities {
 			lease, res, err := c.Acquire(ctx, id(i), 2)
 			noBackendError(t, "Acquire", err)
@@ -109,7 +109,7 @@ func TestCluster(t *testing.T) {
 			{Name: "burst", Limit: PerMinute(5)},
 			{Name: "minute", Limit: PerMinute(100), Algorithm: SlidingWindow},
 			{Name: "tokens", Limit: PerHour(1000), Algorithm: FixedWindow},
-		}, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		}, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 		for i := range identities {
 			res, err := m.AllowCosts(ctx, id(i), 1, 1, 1000)
 			noBackendError(t, "AllowCosts", err)
