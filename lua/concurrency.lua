@@ -25,21 +25,8 @@
 -- Reply: {ok (0|1), remaining, retry_after µs, reset_after µs, now µs}
 -- where ok is: acquired (op 1), released by this call (op 2), still held and
 -- extended (op 3), or would acquire (op 0).
-local MAX = 9007199254740991
-
--- int_arg accepts only plain decimal digits (what the Go side sends): no
--- sign, exponent, hex, spaces, inf or nan, and at most 16 digits.
-local function int_arg(i, min, max)
-  local s = ARGV[i]
-  if type(s) ~= 'string' or #s > 16 or not string.find(s, '^%d+$') then
-    return nil
-  end
-  local v = tonumber(s)
-  if v < min or v > max then
-    return nil
-  end
-  return v
-end
+-- MAX, int_arg and clock come from prelude.lua, which the lua package
+-- puts before this script.
 
 local max = int_arg(1, 1, MAX)
 local ttl = int_arg(2, 1, MAX / 4)
@@ -54,10 +41,7 @@ end
 if weight > max or (op == 1 and weight < 1) then
   return redis.error_reply('ERR ratelimit: concurrency: weight out of range')
 end
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+now = clock(now)
 
 local LEASES, META = KEYS[1], KEYS[2]
 local member = string.format('%d:%s', weight, id)

@@ -9,40 +9,50 @@
 // O(1) work (the sliding log and the concurrency leases: O(log n) plus the
 // entries a call touches), hostile arguments answered with an error reply
 // before anything is written.
+//
+// Each exported source is prelude.lua (the argument check and the clock,
+// shared by every script) followed by the script's own file, so Redis still
+// receives one self-contained script per algorithm.
 package lua
 
 import _ "embed"
 
+//go:embed prelude.lua
+var prelude string
+
+var (
+	//go:embed token_bucket.lua
+	tokenBucket string
+	//go:embed sliding_window.lua
+	slidingWindow string
+	//go:embed sliding_log.lua
+	slidingLog string
+	//go:embed fixed_window.lua
+	fixedWindow string
+	//go:embed concurrency.lua
+	concurrency string
+	//go:embed multi.lua
+	multi string
+)
+
 // TokenBucket is the source of token_bucket.lua: one token-bucket decision.
-//
-//go:embed token_bucket.lua
-var TokenBucket string
+var TokenBucket = prelude + tokenBucket
 
 // SlidingWindow is the source of sliding_window.lua: one decision by the
 // sliding-window counter approximation.
-//
-//go:embed sliding_window.lua
-var SlidingWindow string
+var SlidingWindow = prelude + slidingWindow
 
 // SlidingLog is the source of sliding_log.lua: one exact sliding-window
 // decision over a log of spends.
-//
-//go:embed sliding_log.lua
-var SlidingLog string
+var SlidingLog = prelude + slidingLog
 
 // FixedWindow is the source of fixed_window.lua: one fixed-window decision.
-//
-//go:embed fixed_window.lua
-var FixedWindow string
+var FixedWindow = prelude + fixedWindow
 
 // Concurrency is the source of concurrency.lua: acquire, release, extend or
 // inspect leases on a bounded, weighted in-flight capacity.
-//
-//go:embed concurrency.lua
-var Concurrency string
+var Concurrency = prelude + concurrency
 
 // Multi is the source of multi.lua: one all-or-nothing decision over several
 // quotas of one identity.
-//
-//go:embed multi.lua
-var Multi string
+var Multi = prelude + multi

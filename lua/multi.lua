@@ -21,21 +21,8 @@
 --         allowed alone (0|1), remaining, retry_after µs, reset_after µs}
 -- For a denied call, a quota's retry_after is how long until its own cost
 -- fits; the call as a whole fits after the longest of them at the earliest.
-local MAX = 9007199254740991
-
--- int_arg accepts only plain decimal digits (what the Go side sends): no
--- sign, exponent, hex, spaces, inf or nan, and at most 16 digits.
-local function int_arg(i, min, max)
-  local s = ARGV[i]
-  if type(s) ~= 'string' or #s > 16 or not string.find(s, '^%d+$') then
-    return nil
-  end
-  local v = tonumber(s)
-  if v < min or v > max then
-    return nil
-  end
-  return v
-end
+-- MAX, int_arg and clock come from prelude.lua, which the lua package
+-- puts before this script.
 
 local function is_int(v)
   return v and v == math.floor(v)
@@ -47,10 +34,7 @@ local now = int_arg(3, 0, MAX)
 if not (count and mode and now) or count ~= #KEYS or #ARGV ~= 3 + 5 * count then
   return redis.error_reply('ERR ratelimit: multi: invalid argument')
 end
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+now = clock(now)
 
 -- Token bucket (see token_bucket.lua): a = rate (units per µs), b = per
 -- (units per token), c = burst (tokens).

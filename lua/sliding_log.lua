@@ -21,21 +21,8 @@
 -- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
 --
 -- Reply: {allowed (0|1), remaining, retry_after µs, reset_after µs, now µs}
-local MAX = 9007199254740991
-
--- int_arg accepts only plain decimal digits (what the Go side sends): no
--- sign, exponent, hex, spaces, inf or nan, and at most 16 digits.
-local function int_arg(i, min, max)
-  local s = ARGV[i]
-  if type(s) ~= 'string' or #s > 16 or not string.find(s, '^%d+$') then
-    return nil
-  end
-  local v = tonumber(s)
-  if v < min or v > max then
-    return nil
-  end
-  return v
-end
+-- MAX, int_arg and clock come from prelude.lua, which the lua package
+-- puts before this script.
 
 local quota = int_arg(1, 1, MAX)
 local window = int_arg(2, 1, MAX)
@@ -48,10 +35,7 @@ end
 if cost > quota or window > MAX / 4 then
   return redis.error_reply('ERR ratelimit: sliding_log: cost or window out of range')
 end
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+now = clock(now)
 
 local LOG, META = KEYS[1], KEYS[2]
 

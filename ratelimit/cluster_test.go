@@ -27,10 +27,6 @@ func TestCluster(t *testing.T) {
 	// The script clock is frozen so that no window edge can fall between
 	// two calls; routing, not time, is under test here.
 	frozen := withClock(func() time.Time { return base })
-	// A cluster's first calls dial every node and load each script per
-	// node; on a loaded CI machine under -race that can pass the default
-	// 100 ms backend timeout, which is not what this test is about.
-	slow := WithTimeout(5 * time.Second)
 	id := func(i int) string { return "user:" + strconv.Itoa(i) }
 
 	// sameSlot fails unless every key lies in one slot, the slot of the
@@ -65,7 +61,7 @@ func TestCluster(t *testing.T) {
 
 	for _, alg := range limiterAlgorithms {
 		t.Run(alg.String(), func(t *testing.T) {
-			l := mustNew(t, cc, PerMinute(2), frozen, slow, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed))
+			l := mustNew(t, cc, PerMinute(2), frozen, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 			for i := range identities {
 				res, err := l.AllowN(ctx, id(i), 2)
 				noBackendError(t, "AllowN", err)
@@ -89,7 +85,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	t.Run("concurrency", func(t *testing.T) {
-		c := mustNewConcurrency(t, cc, 2, frozen, slow, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		c := mustNewConcurrency(t, cc, 2, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 		for i := range identities {
 			lease, res, err := c.Acquire(ctx, id(i), 2)
 			noBackendError(t, "Acquire", err)
@@ -113,7 +109,7 @@ func TestCluster(t *testing.T) {
 			{Name: "burst", Limit: PerMinute(5)},
 			{Name: "minute", Limit: PerMinute(100), Algorithm: SlidingWindow},
 			{Name: "tokens", Limit: PerHour(1000), Algorithm: FixedWindow},
-		}, frozen, slow, WithNamespace("cl"), WithFailStrategy(FailClosed))
+		}, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
 		for i := range identities {
 			res, err := m.AllowCosts(ctx, id(i), 1, 1, 1000)
 			noBackendError(t, "AllowCosts", err)

@@ -48,6 +48,16 @@
 // and vanish once an identity has been idle long enough to be back at a full
 // burst.
 //
+// # Pipelining
+//
+// Concurrent calls on one Limiter share round trips: calls that arrive while
+// others are on the wire queue, and go to Redis together as one pipeline of
+// script calls as soon as a connection is free; a call that finds nothing in
+// flight goes out at once, alone. Every call keeps its own timeout,
+// cancellation, error, fail-strategy decision and Event. See WithPipelining
+// (on by default) and BatchAllow, for callers that hold many decisions at
+// once.
+//
 // # Observability
 //
 // Every decision is an Event published synchronously on the limiter's Bus;

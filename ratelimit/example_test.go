@@ -156,3 +156,32 @@ func ExampleLimit_String() {
 	// 100/1m0s burst 200
 	// 5/1s burst 5
 }
+
+func ExampleLimiter_BatchAllow() {
+	mr, rdb := embeddedRedis()
+	defer mr.Close()
+	defer rdb.Close()
+
+	// A gateway checks a batch of requests in one round trip.
+	limiter, err := ratelimit.New(rdb, ratelimit.PerMinute(60).WithBurst(2), ratelimit.WithNamespace("gw"))
+	if err != nil {
+		panic(err)
+	}
+	results, err := limiter.BatchAllow(context.Background(), []ratelimit.Request{
+		{Identity: "key:alice", Cost: 1},
+		{Identity: "key:bob", Cost: 2},
+		{Identity: "key:alice", Cost: 1},
+		{Identity: "key:alice", Cost: 1},
+	})
+	if err != nil {
+		fmt.Println("error:", err) // bad input, or Redis failed for some requests
+	}
+	for i, res := range results {
+		fmt.Printf("request %d: allowed=%v remaining=%d retry after %v\n", i, res.Allowed, res.Remaining, res.RetryAfter)
+	}
+	// Output:
+	// request 0: allowed=true remaining=1 retry after 0s
+	// request 1: allowed=true remaining=0 retry after 0s
+	// request 2: allowed=true remaining=0 retry after 0s
+	// request 3: allowed=false remaining=0 retry after 1s
+}

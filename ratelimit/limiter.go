@@ -38,6 +38,9 @@ type Limiter struct {
 	server string
 	// The script's limit parameters (ARGV[1..3], see policy), boxed once.
 	argA, argB, argC any
+	// pipe shares round trips between concurrent calls (WithPipelining);
+	// nil sends each call on its own.
+	pipe *dispatcher
 }
 
 // New returns a Limiter enforcing limit on Redis through client: a
@@ -89,6 +92,9 @@ func newLimiter(client redis.UniversalClient, cfg config, limit Limit, pol polic
 	}
 	l.setLimit(limit, pol)
 	l.direct, l.server = inspectClient(client)
+	if !cfg.noPipelining {
+		l.pipe = newDispatcher(l)
+	}
 	return l
 }
 
@@ -368,6 +374,11 @@ func (l *Limiter) eval(ctx context.Context, key string, cost int64, mode int) (R
 	if err != nil {
 		return Result{}, err
 	}
+	return l.decode(reply)
+}
+
+// decode turns the reply of a single-algorithm script into a Result.
+func (l *Limiter) decode(reply []int64) (Result, *BackendError) {
 	if len(reply) != 5 {
 		return Result{}, newBackendError(fmt.Errorf("ratelimit: unexpected script reply of %d integers", len(reply)))
 	}

@@ -69,6 +69,9 @@ type config struct {
 	shadow    bool
 	leaseTTL  time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
 	now       func() time.Time // tests only: replaces Redis TIME
+	// noPipelining sends every call on its own (WithPipelining(false));
+	// the zero value, pipelining on, is the default.
+	noPipelining bool
 }
 
 func defaultConfig() config {
@@ -236,6 +239,39 @@ func WithSubscribers(subs ...Subscriber) Option {
 				c.subs = append(c.subs, s)
 			}
 		}
+		return nil
+	})
+}
+
+// WithPipelining turns pipelined decisions on (the default) or off.
+//
+// With pipelining on, concurrent calls on one Limiter share round trips:
+// while a call is in flight, the calls that arrive queue, and go to Redis
+// together, as one pipeline of script calls, as soon as a connection is
+// free. There is no timer: a call that finds nothing queued and a connection
+// free goes out at once, alone, on the caller's goroutine, so a lone caller
+// waits no longer than without pipelining; under load, batches grow with the
+// queue, and throughput rises while latency falls (see BENCHMARKS.md). The
+// limiter keeps at most two connections of the client busy at once.
+//
+// Each call keeps its own semantics: it returns at its own backend timeout
+// (WithTimeout) or when its context ends, whatever its batch does (a call
+// sent alone on a client with ContextTimeoutEnabled sees a cancellation at
+// its backend timeout, as without pipelining); a failed batch fails each of
+// its calls with its own *BackendError and the fail strategy decides; each
+// call publishes its own Event.
+//
+// Goroutines: none while the limiter is idle. A flusher goroutine runs while
+// calls are queued and ends when the queue is empty, at the latest at the
+// backend deadline of its last batch, so there is nothing to close. go-redis
+// hooks (such as redisotel) see one pipeline per batch, run under a context
+// of the limiter's own (with the batch's deadline) rather than a caller's.
+//
+// Turn it off to send each call as one EVALSHA of its own, on the caller's
+// goroutine and under the caller's context.
+func WithPipelining(on bool) Option {
+	return optionFunc(func(c *config) error {
+		c.noPipelining = !on
 		return nil
 	})
 }

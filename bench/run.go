@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// sample is one measurement of one cell (case, keys, concurrency) in one
+// round.
+type sample struct {
+	Round     int     `json:"round"`
+	Decisions uint64  `json:"decisions"`
+	Errors    uint64  `json:"errors"`
+	FirstErr  string  `json:"first_error,omitempty"`
+	Seconds   float64 `json:"seconds"`
+	PerSec    float64 `json:"decisions_per_sec"`
+	P50       float64 `json:"p50_us"`
+	P99       float64 `json:"p99_us"`
+	P999      float64 `json:"p999_us"`
+	Allocs    float64 `json:"allocs_per_decision"`
+	RedisCPU  float64 `json:"redis_cpu_us_per_decision"`
+	// Cmds are the commands Redis ran, from INFO commandstats.
+	Cmds map[string]cmdUse `json:"commands"`
+}
+
+// cmdUse is one command's calls per decision and Redis time per call
+// (commandstats usec_per_call; a script's time includes the commands it
+// calls, which are counted again on their own lines).
+type cmdUse struct {
+	PerDecision float64 `json:"per_decision"`
+	USPerCall   float64 `json:"us_per_call"`
+}
+
+type cell struct {
+	Case string `json:"case"`
+	Keys int    `json:"keys"`
+	Conc int    `json:"concurrency"`
+}
+
+// runner measures cells against one Redis.
+type runner struct {
+	addr     string
+	admin    *redis.Client
+	flush    bool // the server is ours: FLUSHALL before each cell
+	dur      time.Duration
+	warm     time.Duration
+	maxCalls int // per goroutine and cell, a bound on every load loop
+}
+
+// keyNames returns n identities ("user:0"...), or one hot one.
+func keyNames(prefix string, n int) []string {
+	if n == 1 {
+		return []string{prefix + "user:hot"}
+	}
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%suser:%d", prefix, i)
+	}
+	return keys
+}
+
+func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) (sample, error) {
+	if r.flush {
+		if err := r.admin.FlushAll(ctx).Err(); err != nil {
+			return sample{}, err
+		}
+	}
+	// Every case gets a client of its own with a connection per goroutine,
+	// so that no case waits on the pool.
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr, PoolSize: max(conc, 4), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	decide, closeCase, err := bc.setup(rdb)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s: setup: %w", bc.Name, err)
+	}
+	defer closeCase()
+	keys := keyNames(bc.prefix, nkeys)
+	hists := make([]*hist, conc)
+	for i := range hists {
+		hists[i] = new(hist)
+	}
+	// Warm up: connections dialled, scripts cached, JIT-free but caches hot.
+	r.drive(ctx, decide, keys, conc, r.warm, hists)
+	for _, h := range hists {
+		*h = hist{}
+	}
+
+	if err := r.admin.ConfigResetStat(ctx).Err(); err != nil {
+		return sample{}, err
+	}
+	cpu0, err := cpuSeconds(ctx, r.admin)
+	if err != nil {
+		return sample{}, err
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	d := r.drive(ctx, decide, keys, conc, r.dur, hists)
+	runtime.ReadMemStats(&m1)
+	cpu1, err := cpuSeconds(ctx, r.admin)
+	if err != nil {
+		return sample{}, err
+	}
+	stats, err := commandStats(ctx, r.admin)
+	if err != nil {
+		return sample{}, err
+	}
+
+	var h hist
+	for _, g := range hists {
+		h.merge(g)
+	}
+	s := sample{
+		Round:     round,
+		Decisions: d.ok,
+		Errors:    d.errs,
+		FirstErr:  d.firstErr,
+		Seconds:   d.elapsed.Seconds(),
+		P50:       us(h.quantile(0.50)),
+		P99:       us(h.quantile(0.99)),
+		P999:      us(h.quantile(0.999)),
+		Cmds:      map[string]cmdUse{},
+	}
+	if d.ok > 0 {
+		n := float64(d.ok)
+		s.PerSec = n / d.elapsed.Seconds()
+		s.Allocs = float64(m1.Mallocs-m0.Mallocs) / n
+		s.RedisCPU = (cpu1 - cpu0) * 1e6 / n
+		for name, st := range stats {
+			if name == "info" || name == "config|resetstat" || name == "config" || st.Calls == 0 {
+				continue // the benchmark's own
+			}
+			s.Cmds[name] = cmdUse{PerDecision: float64(st.Calls) / n, USPerCall: float64(st.Usec) / float64(st.Calls)}
+		}
+	}
+	return s, nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+type driven struct {
+	ok, errs uint64
+	firstErr string
+	elapsed  time.Duration
+}
+
+// drive runs conc goroutines calling decide for dur (and at most maxCalls
+// each), each recording its latencies in its own histogram.
+func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, conc int, dur time.Duration, hists []*hist) driven {
+	type counter struct {
+		ok, errs uint64
+		first    error
+		_        [40]byte // no false sharing between goroutines
+	}
+	counts := make([]counter, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for g := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, c := hists[g], &counts[g]
+			i := (g * 7919) % len(keys)
+			now := time.Now()
+			for n := 0; n < r.maxCalls && now.Before(deadline); n++ {
+				err := decide(ctx, keys[i])
+				end := time.Now()
+				h.record(end.Sub(now))
+				now = end
+				if err != nil {
+					c.errs++
+					if c.first == nil {
+						c.first = err
+					}
+				} else {
+					c.ok++
+				}
+				if i++; i == len(keys) {
+					i = 0
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var d driven
+	d.elapsed = time.Since(start)
+	for _, c := range counts {
+		d.ok += c.ok
+		d.errs += c.errs
+		if c.first != nil && d.firstErr == "" {
+			d.firstErr = c.first.Error()
+		}
+	}
+	return d
+}
+
+// summary is the median over rounds of each measure of one cell.
+type summary struct {
+	cell
+	Rounds    int               `json:"rounds"`
+	PerSec    float64           `json:"decisions_per_sec"`
+	P50       float64           `json:"p50_us"`
+	P99       float64           `json:"p99_us"`
+	P999      float64           `json:"p999_us"`
+	Allocs    float64           `json:"allocs_per_decision"`
+	RedisCPU  float64           `json:"redis_cpu_us_per_decision"`
+	Cmds      map[string]cmdUse `json:"commands"`
+	Errors    uint64            `json:"errors"`
+	FirstErr  string            `json:"first_error,omitempty"`
+	Decisions uint64            `json:"decisions"`
+}
+
+func summarize(c cell, ss []sample) summary {
+	med := func(f func(sample) float64) float64 {
+		v := make([]float64, len(ss))
+		for i, s := range ss {
+			v[i] = f(s)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := summary{
+		cell:     c,
+		Rounds:   len(ss),
+		PerSec:   med(func(s sample) float64 { return s.PerSec }),
+		P50:      med(func(s sample) float64 { return s.P50 }),
+		P99:      med(func(s sample) float64 { return s.P99 }),
+		P999:     med(func(s sample) float64 { return s.P999 }),
+		Allocs:   med(func(s sample) float64 { return s.Allocs }),
+		RedisCPU: med(func(s sample) float64 { return s.RedisCPU }),
+		Cmds:     map[string]cmdUse{},
+	}
+	names := map[string]bool{}
+	for _, s := range ss {
+		out.Errors += s.Errors
+		out.Decisions += s.Decisions
+		if out.FirstErr == "" {
+			out.FirstErr = s.FirstErr
+		}
+		for n := range s.Cmds {
+			names[n] = true
+		}
+	}
+	for n := range names {
+		out.Cmds[n] = cmdUse{
+			PerDecision: med(func(s sample) float64 { return s.Cmds[n].PerDecision }),
+			USPerCall:   med(func(s sample) float64 { return s.Cmds[n].USPerCall }),
+		}
+	}
+	return out
+}
+
+// cmdsString renders commands per decision and Redis time per call:
+// "EVALSHA 1.00 × 7.9 µs, TIME 1.00 × 0.3 µs".
+func cmdsString(m map[string]cmdUse) string {
+	type kv struct {
+		k string
+		v cmdUse
+	}
+	var all []kv
+	for k, v := range m {
+		if v.PerDecision >= 0.005 {
+			all = append(all, kv{k, v})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].v.PerDecision != all[j].v.PerDecision {
+			return all[i].v.PerDecision > all[j].v.PerDecision
+		}
+		return all[i].k < all[j].k
+	})
+	parts := make([]string, len(all))
+	for i, e := range all {
+		parts[i] = fmt.Sprintf("%s %.2f × %.1f µs", strings.ToUpper(e.k), e.v.PerDecision, e.v.USPerCall)
+	}
+	return strings.Join(parts, ", ")
+}
