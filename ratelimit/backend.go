@@ -21,7 +21,24 @@ import (
 // an error (the fail strategy) is up to the caller.
 //
 // exec retains neither keys nor args.
+//
+// With a circuit breaker (WithBreaker), the call goes to Redis only when
+// the breaker lets it; otherwise it fails at once with ErrorCircuitOpen.
 func (l *Limiter) exec(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, *BackendError) {
+	if l.cfg.breaker == nil {
+		return l.execRedis(ctx, script, keys, args)
+	}
+	var reply []int64
+	err := l.guarded(ctx, func() *BackendError {
+		var err *BackendError
+		reply, err = l.execRedis(ctx, script, keys, args)
+		return err
+	})
+	return reply, err
+}
+
+// execRedis sends one script call, pipelined or on its own.
+func (l *Limiter) execRedis(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
 	if l.pipe != nil {
 		return l.pipe.do(ctx, script, keys, args)
 	}

@@ -106,6 +106,36 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 // context deadlines, the timeout passed) before the pipeline returned: then
 // calls are not to be read, since the pipeline may still be writing them.
 func (l *Limiter) runBatch(ctx context.Context, calls []*scriptCall) *BackendError {
+	b := l.cfg.breaker
+	if b == nil {
+		return l.runBatchRedis(ctx, calls)
+	}
+	ok, probe := b.allow(ctx)
+	if !ok {
+		return circuitOpen()
+	}
+	start := time.Now()
+	err := l.runBatchRedis(ctx, calls)
+	// For the breaker the batch is one call: it failed when it timed out
+	// or any of its calls found Redis unavailable. The calls keep their own
+	// errors.
+	verdict := err
+	for _, c := range calls {
+		if verdict != nil {
+			break
+		}
+		if c.err != nil {
+			if be := newBackendError(c.err); breakerOutcome(be, false) == outcomeFailure {
+				verdict = be
+			}
+		}
+	}
+	l.recordBreaker(ctx, probe, start, verdict)
+	return err
+}
+
+// runBatchRedis sends calls as one pipeline under the backend timeout.
+func (l *Limiter) runBatchRedis(ctx context.Context, calls []*scriptCall) *BackendError {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
 	defer cancel()
 	if l.direct {

@@ -72,6 +72,7 @@ func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*C
 		ttl: cfg.leaseTTL,
 	}
 	c.setMax(max)
+	c.l.attachBreaker(Concurrency)
 	return c, nil
 }
 

@@ -61,11 +61,15 @@ const (
 	ErrorScript
 	// ErrorCanceled is the caller's context being canceled.
 	ErrorCanceled
+	// ErrorCircuitOpen is a call the circuit breaker (WithBreaker)
+	// answered without asking Redis; the error wraps ErrCircuitOpen.
+	ErrorCircuitOpen
 )
 
-var errorTypeNames = [...]string{"other", "timeout", "connection", "script", "canceled"}
+var errorTypeNames = [...]string{"other", "timeout", "connection", "script", "canceled", "circuit_open"}
 
-// String returns "other", "timeout", "connection", "script" or "canceled".
+// String returns "other", "timeout", "connection", "script", "canceled" or
+// "circuit_open".
 func (t ErrorType) String() string {
 	if int(t) < len(errorTypeNames) {
 		return errorTypeNames[t]

@@ -35,7 +35,9 @@ type Event struct {
 	Result Result
 	// Start is when the Redis call began and Duration how long it took
 	// (the round trip, including a NOSCRIPT reload). Both are zero when
-	// no subscriber was registered at the time of the call.
+	// no subscriber was registered at the time of the call, and when the
+	// open circuit breaker decided without calling Redis (Err is then
+	// of Type ErrorCircuitOpen).
 	Start    time.Time
 	Duration time.Duration
 	// Err is the backend error (a *BackendError) when Redis failed, else
@@ -130,6 +132,22 @@ func (b *Bus) Len() int {
 		return len(*cur)
 	}
 	return 0
+}
+
+// PublishBreakerChange delivers c to every subscriber that implements
+// BreakerSubscriber, in registration order. Limiters call it when their
+// circuit breaker changes state (see WithBreaker); it is exported so that
+// tests and adapters can replay changes.
+func (b *Bus) PublishBreakerChange(ctx context.Context, c BreakerChange) {
+	cur := b.subs.Load()
+	if cur == nil {
+		return
+	}
+	for _, s := range *cur {
+		if bs, ok := s.s.(BreakerSubscriber); ok {
+			bs.OnBreakerChange(ctx, c)
+		}
+	}
 }
 
 // Publish delivers e to every subscriber in registration order. Limiters call

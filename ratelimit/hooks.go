@@ -2,8 +2,9 @@ package ratelimit
 
 import "context"
 
-// Hooks is a Subscriber made of three optional callbacks, the counterpart of
-// the seed library's on_allow, on_block and on_error. Nil fields are
+// Hooks is a Subscriber made of optional callbacks: the counterparts of
+// the seed library's on_allow, on_block and on_error, and one for the
+// state changes of a circuit breaker (WithBreaker). Nil fields are
 // skipped. Subscribe it like any other Subscriber:
 //
 //	ratelimit.WithSubscribers(ratelimit.Hooks{OnBlock: func(ctx context.Context, e ratelimit.Event) { ... }})
@@ -16,6 +17,9 @@ type Hooks struct {
 	OnBlock func(ctx context.Context, e Event)
 	// OnError is called when Redis failed; e.Err holds the *BackendError.
 	OnError func(ctx context.Context, e Event)
+	// OnBreaker is called when the limiter's circuit breaker changes
+	// state.
+	OnBreaker func(ctx context.Context, c BreakerChange)
 }
 
 // OnDecision implements Subscriber.
@@ -32,4 +36,11 @@ func (h Hooks) OnDecision(ctx context.Context, e Event) {
 	}
 }
 
-var _ Subscriber = Hooks{}
+// OnBreakerChange implements BreakerSubscriber.
+func (h Hooks) OnBreakerChange(ctx context.Context, c BreakerChange) {
+	if h.OnBreaker != nil {
+		h.OnBreaker(ctx, c)
+	}
+}
+
+var _ BreakerSubscriber = Hooks{}

@@ -69,7 +69,17 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 	if err != nil {
 		return nil, err
 	}
-	return newLimiter(client, cfg, limit, pol), nil
+	l := newLimiter(client, cfg, limit, pol)
+	l.attachBreaker(cfg.algorithm)
+	return l, nil
+}
+
+// attachBreaker makes the limiter's breaker, if any, publish its changes on
+// the limiter's bus for algorithm.
+func (l *Limiter) attachBreaker(algorithm Algorithm) {
+	if l.cfg.breaker != nil {
+		l.cfg.breaker.attach(l.bus, l.cfg.namespace, algorithm)
+	}
 }
 
 // newLimiter builds a Limiter from checked parts. The concurrency and multi
@@ -341,6 +351,9 @@ func (l *Limiter) publish(ctx context.Context, alg Algorithm, key string, cost i
 	}
 	if err != nil { // keep a nil *BackendError out of the interface
 		ev.Err = err
+		if err.Type == ErrorCircuitOpen { // no Redis call to time
+			ev.Start, ev.Duration = time.Time{}, 0
+		}
 	}
 	l.bus.Publish(ctx, ev)
 }

@@ -126,6 +126,11 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 		m.args[base], m.args[base+1], m.args[base+2], m.args[base+3] = int64(q.Algorithm), pol.a, pol.b, pol.c
 	}
 	m.l = newLimiter(client, cfg, quotas[0].Limit, m.quotas[0].pol)
+	// Its events carry the deciding quota's algorithm: breaker changes are
+	// published under each of them.
+	for _, q := range m.quotas {
+		m.l.attachBreaker(q.Algorithm)
+	}
 	return m, nil
 }
 

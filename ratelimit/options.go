@@ -69,6 +69,7 @@ type config struct {
 	shadow    bool
 	leaseTTL  time.Duration    // 0: not given (NewConcurrency uses DefaultLeaseTTL)
 	now       func() time.Time // tests only: replaces Redis TIME
+	breaker   *Breaker         // WithBreaker; nil: none
 	// noPipelining sends every call on its own (WithPipelining(false));
 	// the zero value, pipelining on, is the default.
 	noPipelining bool
