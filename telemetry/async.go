@@ -26,8 +26,9 @@ type AsyncSubscriber struct {
 }
 
 type queued struct {
-	ctx context.Context
-	e   ratelimit.Event
+	ctx    context.Context
+	e      ratelimit.Event
+	change *ratelimit.BreakerChange // a breaker change instead of e
 }
 
 // AsyncOption configures Async.
@@ -57,6 +58,10 @@ func Async(sub ratelimit.Subscriber, size int, opts ...AsyncOption) *AsyncSubscr
 func (a *AsyncSubscriber) run() {
 	defer close(a.done)
 	for q := range a.queue {
+		if q.change != nil {
+			forwardBreaker(q.ctx, a.next, *q.change)
+			continue
+		}
 		a.next.OnDecision(q.ctx, q.e)
 	}
 }
@@ -67,7 +72,7 @@ func (a *AsyncSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	a.mu.RLock()
 	if !a.closed {
 		select {
-		case a.queue <- queued{ctx, e}:
+		case a.queue <- queued{ctx: ctx, e: e}:
 			a.mu.RUnlock()
 			return
 		default:
@@ -78,6 +83,27 @@ func (a *AsyncSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	if a.onDrop != nil {
 		a.onDrop.OnDecision(ctx, e)
 	}
+}
+
+// OnBreakerChange queues a circuit breaker change for sub, in order with
+// the events, when sub is a ratelimit.BreakerSubscriber. A change that
+// finds the queue full is dropped and counted in Dropped (it is not passed
+// to WithDropped's subscriber, which counts events).
+func (a *AsyncSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	if _, ok := a.next.(ratelimit.BreakerSubscriber); !ok {
+		return
+	}
+	a.mu.RLock()
+	if !a.closed {
+		select {
+		case a.queue <- queued{ctx: ctx, change: &c}:
+			a.mu.RUnlock()
+			return
+		default:
+		}
+	}
+	a.mu.RUnlock()
+	a.dropped.Add(1)
 }
 
 // Dropped returns the number of events dropped so far.
@@ -102,4 +128,4 @@ func (a *AsyncSubscriber) Close(ctx context.Context) error {
 	}
 }
 
-var _ ratelimit.Subscriber = (*AsyncSubscriber)(nil)
+var _ ratelimit.BreakerSubscriber = (*AsyncSubscriber)(nil)

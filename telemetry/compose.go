@@ -30,16 +30,48 @@ func (f fanout) OnDecision(ctx context.Context, e ratelimit.Event) {
 	}
 }
 
+// OnBreakerChange passes c to every member that is a
+// ratelimit.BreakerSubscriber.
+func (f fanout) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	for _, s := range f {
+		if bs, ok := s.(ratelimit.BreakerSubscriber); ok {
+			bs.OnBreakerChange(ctx, c)
+		}
+	}
+}
+
+// forwardBreaker passes a circuit breaker change to sub when it wants
+// them.
+func forwardBreaker(ctx context.Context, sub ratelimit.Subscriber, c ratelimit.BreakerChange) {
+	if bs, ok := sub.(ratelimit.BreakerSubscriber); ok {
+		bs.OnBreakerChange(ctx, c)
+	}
+}
+
 // Filter returns a Subscriber that passes to sub only the events for which
 // keep returns true, e.g. only denials:
 //
 //	telemetry.Filter(func(e ratelimit.Event) bool { return !e.Result.Allowed }, sub)
+//
+// Circuit breaker changes (ratelimit.BreakerSubscriber) are not events and
+// pass unfiltered.
 func Filter(keep func(ratelimit.Event) bool, sub ratelimit.Subscriber) ratelimit.Subscriber {
-	return ratelimit.SubscriberFunc(func(ctx context.Context, e ratelimit.Event) {
-		if keep(e) {
-			sub.OnDecision(ctx, e)
-		}
-	})
+	return filter{keep, sub}
+}
+
+type filter struct {
+	keep func(ratelimit.Event) bool
+	sub  ratelimit.Subscriber
+}
+
+func (f filter) OnDecision(ctx context.Context, e ratelimit.Event) {
+	if f.keep(e) {
+		f.sub.OnDecision(ctx, e)
+	}
+}
+
+func (f filter) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	forwardBreaker(ctx, f.sub, c)
 }
 
 // Recover returns a Subscriber that calls sub and, if sub panics, recovers
@@ -47,13 +79,34 @@ func Filter(keep func(ratelimit.Event) bool, sub ratelimit.Subscriber) ratelimit
 // letting the panic reach the caller of Allow. The bus does not recover on
 // its own: a panicking subscriber is a bug, and recovering costs a defer
 // on every event. A nil onPanic just swallows the panic.
+//
+// Circuit breaker changes pass to sub too; a panic there is swallowed (there
+// is no event to hand onPanic).
 func Recover(sub ratelimit.Subscriber, onPanic func(recovered any, e ratelimit.Event)) ratelimit.Subscriber {
-	return ratelimit.SubscriberFunc(func(ctx context.Context, e ratelimit.Event) {
-		defer func() {
-			if r := recover(); r != nil && onPanic != nil {
-				onPanic(r, e)
-			}
-		}()
-		sub.OnDecision(ctx, e)
-	})
+	return recoverer{sub, onPanic}
 }
+
+type recoverer struct {
+	sub     ratelimit.Subscriber
+	onPanic func(recovered any, e ratelimit.Event)
+}
+
+func (r recoverer) OnDecision(ctx context.Context, e ratelimit.Event) {
+	defer func() {
+		if v := recover(); v != nil && r.onPanic != nil {
+			r.onPanic(v, e)
+		}
+	}()
+	r.sub.OnDecision(ctx, e)
+}
+
+func (r recoverer) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	defer func() { _ = recover() }()
+	forwardBreaker(ctx, r.sub, c)
+}
+
+var (
+	_ ratelimit.BreakerSubscriber = fanout(nil)
+	_ ratelimit.BreakerSubscriber = filter{}
+	_ ratelimit.BreakerSubscriber = recoverer{}
+)

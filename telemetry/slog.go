@@ -16,6 +16,10 @@ const (
 	MsgAllowed = "ratelimit allowed"
 	MsgBlocked = "ratelimit blocked"
 	MsgBackend = "ratelimit backend error"
+	// MsgCircuit is the message of a circuit breaker's change of state
+	// (see ratelimit.WithBreaker): logged at Warn when it opens, at Info
+	// when it goes half-open or closes.
+	MsgCircuit = "ratelimit circuit breaker"
 )
 
 // Levels are the slog levels Slog logs each kind of decision at.
@@ -122,3 +126,32 @@ func errorType(err error) string {
 	}
 	return "other"
 }
+
+// OnBreakerChange logs a circuit breaker's change of state: at Warn when it
+// opens (Redis is skipped, the fail strategy decides every call), at Info
+// otherwise, with the namespace, algorithm, from and to states, and for an
+// opening the error that caused it.
+func (s *slogSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	level := slog.LevelInfo
+	if c.To == ratelimit.BreakerOpen {
+		level = slog.LevelWarn
+	}
+	if !s.logger.Enabled(ctx, level) {
+		return
+	}
+	attrs := [6]slog.Attr{
+		slog.String("namespace", c.Namespace),
+		slog.String("algorithm", c.Algorithm.String()),
+		slog.String("from", c.From.String()),
+		slog.String("to", c.To.String()),
+	}
+	n := 4
+	if c.Err != nil {
+		attrs[n] = slog.String("error", c.Err.Error())
+		attrs[n+1] = slog.String("error_type", errorType(c.Err))
+		n += 2
+	}
+	s.logger.LogAttrs(ctx, level, MsgCircuit, attrs[:n]...)
+}
+
+var _ ratelimit.BreakerSubscriber = (*slogSubscriber)(nil)

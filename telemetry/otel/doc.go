@@ -62,8 +62,15 @@
 //	ratelimit.cost              Int64Counter, {token}: the same attributes
 //	ratelimit.backend.duration  Float64Histogram, s: namespace, algorithm,
 //	                            db.system.name, and error.type when Redis failed
+//	ratelimit.circuit.open      Int64Gauge, 1: namespace, algorithm
+//	ratelimit.circuit.transitions Int64Counter, {transition}: namespace,
+//	                            algorithm, ratelimit.circuit.state
 //
-// The attribute keys are those of the spans. The histogram's advised bucket
+// The attribute keys are those of the spans. The circuit metrics follow a
+// limiter's circuit breaker (ratelimit.WithBreaker): the Subscriber is a
+// ratelimit.BreakerSubscriber, and also adds a "ratelimit.circuit" event to
+// the span of the call that changed the breaker's state. A decision the open
+// breaker made has error.type "circuit_open" and no duration measurement. The histogram's advised bucket
 // boundaries are sub-millisecond, like those of the prom package.
 //
 // # Providers

@@ -42,6 +42,9 @@ const (
 	// RetryAfterKey is, for a block by Redis, the seconds until the cost
 	// would fit, as a float (spans and events only).
 	RetryAfterKey = attribute.Key("ratelimit.retry_after")
+	// CircuitStateKey is the state a circuit breaker changed to:
+	// "closed", "open" or "half_open" (see ratelimit.WithBreaker).
+	CircuitStateKey = attribute.Key("ratelimit.circuit.state")
 )
 
 // Values of DecisionKey.
@@ -65,6 +68,17 @@ const (
 	// with namespace, algorithm, db.system.name and, on failure,
 	// error.type.
 	DurationMetric = "ratelimit.backend.duration"
+	// CircuitOpenMetric is a gauge per namespace and algorithm: 1 while
+	// the limiter's circuit breaker skips Redis (open or half-open), 0
+	// when it is closed.
+	CircuitOpenMetric = "ratelimit.circuit.open"
+	// CircuitTransitionsMetric counts circuit breaker state changes
+	// ({transition}), with namespace, algorithm and CircuitStateKey (the
+	// state changed to).
+	CircuitTransitionsMetric = "ratelimit.circuit.transitions"
+	// CircuitEventName is the name of the span event a breaker change adds
+	// to the span in the context of the call that caused it.
+	CircuitEventName = "ratelimit.circuit"
 )
 
 // DurationBuckets are the bucket boundaries advised for DurationMetric, in
@@ -144,6 +158,8 @@ type Subscriber struct {
 	decisions metric.Int64Counter
 	cost      metric.Int64Counter
 	duration  metric.Float64Histogram
+	circuit   metric.Int64Gauge
+	changes   metric.Int64Counter
 
 	mu     sync.Mutex // serialises cache writers
 	series atomic.Pointer[map[seriesKey]*series]
@@ -184,8 +200,38 @@ func NewSubscriber(opts ...Option) *Subscriber {
 		metric.WithDescription("Duration of the Redis round trip of a rate-limit decision, failed ones included."),
 		metric.WithExplicitBucketBoundaries(DurationBuckets...))
 	handle(err)
+	s.circuit, err = meter.Int64Gauge(CircuitOpenMetric, metric.WithUnit("1"),
+		metric.WithDescription("1 while the limiter's circuit breaker skips Redis (open or half-open), 0 when closed."))
+	handle(err)
+	s.changes, err = meter.Int64Counter(CircuitTransitionsMetric, metric.WithUnit("{transition}"),
+		metric.WithDescription("Circuit breaker state changes, by the state changed to."))
+	handle(err)
 	return s
 }
+
+// OnBreakerChange implements ratelimit.BreakerSubscriber: it sets the
+// circuit gauge, counts the transition, and adds an event named
+// CircuitEventName to the span in ctx (that of the call that caused the
+// change) when it is recording.
+func (s *Subscriber) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
+	ns, alg := NamespaceKey.String(c.Namespace), AlgorithmKey.String(c.Algorithm.String())
+	open := int64(0)
+	if c.To != ratelimit.BreakerClosed {
+		open = 1
+	}
+	s.circuit.Record(ctx, open, metric.WithAttributes(ns, alg))
+	state := CircuitStateKey.String(c.To.String())
+	s.changes.Add(ctx, 1, metric.WithAttributes(ns, alg, state))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		attrs := []attribute.KeyValue{ns, alg, state}
+		if be := backendError(c.Err); be != nil {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(be.Type.String()))
+		}
+		span.AddEvent(CircuitEventName, trace.WithAttributes(attrs...), trace.WithTimestamp(c.At))
+	}
+}
+
+var _ ratelimit.BreakerSubscriber = (*Subscriber)(nil)
 
 func handle(err error) {
 	if err != nil {

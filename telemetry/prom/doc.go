@@ -20,13 +20,24 @@
 //	ratelimit_backend_duration_seconds{namespace,algorithm}              histogram
 //	ratelimit_backend_errors_total{namespace,algorithm,type}             counter
 //	ratelimit_events_dropped_total{namespace,algorithm,subscriber}       counter
+//	ratelimit_circuit_open{namespace,algorithm}                          gauge
+//	ratelimit_circuit_transitions_total{namespace,algorithm,to}          counter
 //
 // decision is "allowed" or "blocked"; reason is ratelimit.Reason's String
 // ("quota" when Redis decided, "shadow" when shadow mode allowed what the
 // quota would have blocked, "fail_open" or "fail_closed" when the fail
 // strategy did); type is
 // ratelimit.ErrorType's String ("timeout", "connection", "script",
-// "canceled", "other").
+// "canceled", "circuit_open", "other").
+//
+// The circuit metrics follow a limiter's circuit breaker
+// (ratelimit.WithBreaker; the Collector is a ratelimit.BreakerSubscriber):
+// ratelimit_circuit_open is 1 while the breaker skips Redis (open or
+// half-open) and 0 once it is closed, and the transitions are counted by
+// the state changed to ("open", "half_open", "closed"). A limiter has these
+// series once its breaker first changes state. A decision the open breaker
+// made counts as fail_open or fail_closed with error type "circuit_open",
+// and is not observed in the duration histogram (no Redis call was timed).
 //
 // ratelimit_cost_total counts cost units (tokens) by outcome, so that the
 // cost requested is sum(ratelimit_cost_total) and the cost granted is

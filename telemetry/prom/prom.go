@@ -35,6 +35,15 @@ const (
 	// DroppedName is the counter of events an asynchronous subscriber
 	// dropped, labelled namespace, algorithm and subscriber.
 	DroppedName = "ratelimit_events_dropped_total"
+	// CircuitOpenName is the gauge of circuit breakers (see
+	// ratelimit.WithBreaker), labelled namespace and algorithm: 1 while the
+	// limiter's breaker skips Redis (open or half-open), 0 when it is
+	// closed. A limiter has the series once its breaker first changed
+	// state.
+	CircuitOpenName = "ratelimit_circuit_open"
+	// CircuitTransitionsName is the counter of circuit breaker state
+	// changes, labelled namespace, algorithm and to.
+	CircuitTransitionsName = "ratelimit_circuit_transitions_total"
 )
 
 // Label names.
@@ -53,6 +62,9 @@ const (
 	// LabelSubscriber names the asynchronous subscriber that dropped
 	// events (see Collector.Dropped).
 	LabelSubscriber = "subscriber"
+	// LabelTo is the state a circuit breaker changed to: "closed", "open"
+	// or "half_open".
+	LabelTo = "to"
 )
 
 // Values of the decision label.
@@ -143,6 +155,8 @@ type Collector struct {
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+	circuit   *prometheus.GaugeVec
+	changes   *prometheus.CounterVec
 	exemplars bool
 	buckets   []float64
 
@@ -195,6 +209,16 @@ func NewCollector(opts ...Option) (*Collector, error) {
 			Help:        "Rate-limit events an asynchronous subscriber dropped because its queue was full or it was closed.",
 			ConstLabels: cfg.constLabels,
 		}, []string{LabelNamespace, LabelAlgorithm, LabelSubscriber}),
+		circuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name:        CircuitOpenName,
+			Help:        "1 while the limiter's circuit breaker skips Redis (open or half-open) and the fail strategy decides, 0 when it is closed.",
+			ConstLabels: cfg.constLabels,
+		}, []string{LabelNamespace, LabelAlgorithm}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        CircuitTransitionsName,
+			Help:        "Circuit breaker state changes, by the state changed to (closed, open, half_open).",
+			ConstLabels: cfg.constLabels,
+		}, []string{LabelNamespace, LabelAlgorithm, LabelTo}),
 		exemplars: cfg.exemplars,
 		buckets:   cfg.buckets,
 	}
@@ -213,6 +237,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.duration.Describe(ch)
 	c.errors.Describe(ch)
 	c.dropped.Describe(ch)
+	c.circuit.Describe(ch)
+	c.changes.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -222,7 +248,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.duration.Collect(ch)
 	c.errors.Collect(ch)
 	c.dropped.Collect(ch)
+	c.circuit.Collect(ch)
+	c.changes.Collect(ch)
 }
+
+// OnBreakerChange implements ratelimit.BreakerSubscriber: it sets the
+// limiter's ratelimit_circuit_open gauge and counts the transition.
+func (c *Collector) OnBreakerChange(_ context.Context, ch ratelimit.BreakerChange) {
+	alg := ch.Algorithm.String()
+	open := 0.0
+	if ch.To != ratelimit.BreakerClosed {
+		open = 1
+	}
+	c.circuit.WithLabelValues(ch.Namespace, alg).Set(open)
+	c.changes.WithLabelValues(ch.Namespace, alg, ch.To.String()).Inc()
+}
+
+var _ ratelimit.BreakerSubscriber = (*Collector)(nil)
 
 // OnDecision implements ratelimit.Subscriber: it counts the decision and
 // its cost, observes the backend duration (with an exemplar when ctx holds

@@ -304,8 +304,8 @@ func TestExemplarInterval(t *testing.T) {
 func TestLint(t *testing.T) {
 	m := mustCollector(t, WithConstLabels(prometheus.Labels{"service": "shop"}))
 	feedAll(m)
-	if n := testutil.CollectAndCount(m); n != 9 {
-		t.Fatalf("%d series, want 9", n)
+	if n := testutil.CollectAndCount(m); n != 11 {
+		t.Fatalf("%d series, want 11", n)
 	}
 	problems, err := testutil.CollectAndLint(m)
 	if err != nil {
@@ -317,7 +317,8 @@ func TestLint(t *testing.T) {
 }
 
 // feedAll publishes one event of each kind, so that every metric has a
-// series: allowed, blocked, failed with an exemplar, and dropped.
+// series: allowed, blocked, failed with an exemplar, dropped, and a
+// circuit breaker opening.
 func feedAll(m *Collector) {
 	base := ratelimit.Event{Namespace: "api", Cost: 1, Start: time.Unix(1, 0), Duration: 40 * time.Microsecond}
 	ctx := sampledCtx(traceHex, spanHex)
@@ -330,6 +331,7 @@ func feedAll(m *Collector) {
 		m.OnDecision(ctx, e)
 	}
 	m.Dropped("slog").OnDecision(ctx, allowed)
+	m.OnBreakerChange(ctx, ratelimit.BreakerChange{Namespace: "api", From: ratelimit.BreakerClosed, To: ratelimit.BreakerOpen})
 }
 
 // TestExposition serves the registry through a real promhttp handler with

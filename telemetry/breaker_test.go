@@ -1,0 +1,109 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// changes is a BreakerSubscriber that records the states changed to.
+type changes struct {
+	mu sync.Mutex
+	to []string
+}
+
+func (c *changes) OnDecision(context.Context, ratelimit.Event) {}
+
+func (c *changes) OnBreakerChange(_ context.Context, ch ratelimit.BreakerChange) {
+	c.mu.Lock()
+	c.to = append(c.to, ch.To.String())
+	c.mu.Unlock()
+}
+
+func (c *changes) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.to, " ")
+}
+
+var (
+	opened = ratelimit.BreakerChange{Namespace: "api", Algorithm: ratelimit.FixedWindow, From: ratelimit.BreakerClosed, To: ratelimit.BreakerOpen,
+		Err: &ratelimit.BackendError{Type: ratelimit.ErrorTimeout, Err: context.DeadlineExceeded}}
+	closedAgain = ratelimit.BreakerChange{Namespace: "api", Algorithm: ratelimit.FixedWindow, From: ratelimit.BreakerHalfOpen, To: ratelimit.BreakerClosed}
+)
+
+// TestSlogBreaker: an opening is logged at Warn with its error, a closing
+// at Info, with the limiter's namespace and algorithm.
+func TestSlogBreaker(t *testing.T) {
+	var buf bytes.Buffer
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	bus := ratelimit.NewBus()
+	bus.Subscribe(sub)
+	bus.PublishBreakerChange(context.Background(), opened)
+	bus.PublishBreakerChange(context.Background(), closedAgain)
+	lines := decodeLines(t, &buf)
+	if len(lines) != 2 {
+		t.Fatalf("%d lines: %s", len(lines), buf.String())
+	}
+	for i, want := range []map[string]any{
+		{"level": "WARN", "msg": MsgCircuit, "namespace": "api", "algorithm": "fixed_window", "from": "closed", "to": "open", "error_type": "timeout"},
+		{"level": "INFO", "msg": MsgCircuit, "namespace": "api", "algorithm": "fixed_window", "from": "half_open", "to": "closed"},
+	} {
+		for k, v := range want {
+			if lines[i][k] != v {
+				t.Errorf("line %d: %s = %v, want %v", i, k, lines[i][k], v)
+			}
+		}
+	}
+	if _, ok := lines[1]["error"]; ok {
+		t.Errorf("a closing logged an error: %v", lines[1])
+	}
+}
+
+// TestWrappersForwardBreakerChanges: Fanout, Filter, Recover and Async pass
+// breaker changes to the subscribers they wrap (Filter unfiltered, Async in
+// order with the events), and a subscriber that does not want them is
+// skipped.
+func TestWrappersForwardBreakerChanges(t *testing.T) {
+	ctx := context.Background()
+	plain := ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) {})
+	var fan, filtered, recovered, async changes
+	a := Async(&async, 8)
+	bus := ratelimit.NewBus()
+	bus.Subscribe(Fanout(plain, &fan, nil))
+	bus.Subscribe(Filter(func(ratelimit.Event) bool { return false }, &filtered))
+	bus.Subscribe(Recover(&recovered, nil))
+	bus.Subscribe(Recover(panicking{}, nil))
+	bus.Subscribe(a)
+	plainAsync := Async(plain, 1) // not a BreakerSubscriber: nothing queued
+	bus.Subscribe(plainAsync)
+	bus.PublishBreakerChange(ctx, opened)
+	bus.PublishBreakerChange(ctx, closedAgain)
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := plainAsync.Close(ctx); err != nil || plainAsync.Dropped() != 0 {
+		t.Fatalf("plain async: %v, %d dropped", err, plainAsync.Dropped())
+	}
+	for name, c := range map[string]*changes{"fanout": &fan, "filter": &filtered, "recover": &recovered, "async": &async} {
+		if got := c.String(); got != "open closed" {
+			t.Errorf("%s passed %q, want \"open closed\"", name, got)
+		}
+	}
+	if a.Dropped() != 0 {
+		t.Errorf("async dropped %d", a.Dropped())
+	}
+}
+
+type panicking struct{}
+
+func (panicking) OnDecision(context.Context, ratelimit.Event) {}
+func (panicking) OnBreakerChange(context.Context, ratelimit.BreakerChange) {
+	panic(errors.New("subscriber bug"))
+}
