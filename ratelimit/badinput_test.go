@@ -164,6 +164,13 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 			add("AllowN/"+n, ErrInvalidCost, func() error { _, err := l.AllowN(ctx, "u", cost); return err })
 			add("Wait/"+n, ErrInvalidCost, func() error { _, err := l.Wait(ctx, "u", cost); return err })
 			add("Refund/"+n, ErrInvalidCost, func() error { _, err := l.Refund(ctx, "u", cost); return err })
+			add("BatchAllow/"+n, ErrInvalidCost, func() error {
+				res, err := l.BatchAllow(ctx, []Request{{"u", 1}, {"v", cost}})
+				if res != nil {
+					t.Errorf("BatchAllow returned results with an error")
+				}
+				return err
+			})
 		}
 		for _, id := range badIDs {
 			n := alg.String() + "/" + id.name
@@ -174,6 +181,10 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 			add("Reset/"+n, ErrInvalidIdentity, func() error { return l.Reset(ctx, id.id) })
 			add("Refund/"+n, ErrInvalidIdentity, func() error { _, err := l.Refund(ctx, id.id, 1); return err })
 			add("Key/"+n, ErrInvalidIdentity, func() error { _, err := l.Key(id.id); return err })
+			add("BatchAllow/"+n, ErrInvalidIdentity, func() error {
+				_, err := l.BatchAllow(ctx, []Request{{"u", 1}, {id.id, 1}})
+				return err
+			})
 		}
 	}
 
@@ -286,6 +297,7 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 		{"sub-µs lease TTL", []Option{WithLeaseTTL(time.Second + time.Nanosecond)}},
 		{"MaxInt64 lease TTL", []Option{WithLeaseTTL(math.MaxInt64)}},
 		{"lease TTL past 71 years", []Option{WithLeaseTTL(72 * 365 * 24 * time.Hour)}},
+		{"nil breaker", []Option{WithBreaker(nil)}},
 	}
 	for name, ctor := range ctors {
 		for _, b := range badOpts {
@@ -296,6 +308,16 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 	add("NewMulti/lease TTL", ErrInvalidOption, func() error { return ctors["NewMulti"](WithLeaseTTL(time.Second)) })
 	add("NewMulti/algorithm", ErrInvalidOption, func() error { return ctors["NewMulti"](WithAlgorithm(FixedWindow)) })
 	add("NewConcurrency/algorithm", ErrInvalidOption, func() error { return ctors["NewConcurrency"](WithAlgorithm(TokenBucket)) })
+
+	for _, bs := range []BreakerSettings{{Failures: -1}, {CoolDown: -time.Second}, {Failures: math.MinInt, CoolDown: math.MinInt64}} {
+		add("NewBreaker/"+strconv.Itoa(bs.Failures)+"/"+bs.CoolDown.String(), ErrInvalidOption, func() error {
+			b, err := NewBreaker(bs)
+			if b != nil {
+				t.Errorf("a breaker for %+v", bs)
+			}
+			return err
+		})
+	}
 
 	// URLs: none is dialled; the client NewFromURL made is closed again.
 	for _, u := range []string{
