@@ -412,6 +412,13 @@ func TestBadStateEveryEntryPoint(t *testing.T) {
 				entry{n + "/Allow", true, func(ctx context.Context) (Result, error) { return l.Allow(ctx, id) }},
 				entry{n + "/AllowN", true, func(ctx context.Context) (Result, error) { return l.AllowN(ctx, id, 2) }},
 				entry{n + "/Wait", true, func(ctx context.Context) (Result, error) { return l.Wait(ctx, id, 1) }},
+				entry{n + "/BatchAllow", true, func(ctx context.Context) (Result, error) {
+					res, err := l.BatchAllow(ctx, []Request{{id, 1}})
+					if len(res) != 1 {
+						t.Fatalf("BatchAllow: %d results", len(res))
+					}
+					return res[0], err
+				}},
 				entry{n + "/Peek", false, func(ctx context.Context) (Result, error) { return l.Peek(ctx, id) }},
 				entry{n + "/Refund", false, func(ctx context.Context) (Result, error) { return l.Refund(ctx, id, 1) }},
 				entry{n + "/Reset", false, func(ctx context.Context) (Result, error) { return Result{}, l.Reset(ctx, id) }},
