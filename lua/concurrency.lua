@@ -23,8 +23,9 @@
 -- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
 --
 -- Reply: {ok (0|1), remaining, retry_after µs, reset_after µs, now µs}
--- where ok is: acquired (op 1), released by this call (op 2), still held and
--- extended (op 3), or would acquire (op 0).
+-- where ok is: acquired, or held already by this lease id (op 1), released
+-- by this call (op 2), still held and extended (op 3), or would acquire
+-- (op 0).
 -- MAX, int_arg and clock come from prelude.lua, which the lua package
 -- puts before this script.
 
@@ -45,11 +46,6 @@ now = clock(now)
 
 local LEASES, META = KEYS[1], KEYS[2]
 local member = string.format('%d:%s', weight, id)
-
-if op == 1 and redis.call('ZSCORE', LEASES, member) then
-  -- Lease ids are 128 random bits: a reuse is a caller's bug, not a race.
-  return redis.error_reply('ERR ratelimit: concurrency: lease id already held')
-end
 
 -- weight_of returns the weight of a member, or 0 for one this script did
 -- not write.
@@ -95,6 +91,12 @@ elseif op == 3 then
     redis.call('ZADD', LEASES, 'XX', now + ttl, member)
     ok, dirty = 1, true
   end
+elseif op == 1 and redis.call('ZSCORE', LEASES, member) then
+  -- The lease is held already. Lease ids are 128 random bits, so this is
+  -- the same acquire sent again: the client lost the reply of a call Redis
+  -- ran (a connection broken in between) and retried it. It was granted:
+  -- say so, without taking its weight twice.
+  ok = 1
 elseif n + weight <= max then
   ok = 1
   if op == 1 then
