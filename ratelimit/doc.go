@@ -36,6 +36,10 @@
 // ErrInvalidLimit, ErrInvalidCost, ErrInvalidIdentity, ErrInvalidOption...)
 // or a Redis failure (*BackendError, wrapping ErrBackend), in which case the
 // FailStrategy (FailOpen by default, or FailClosed) has decided the Result.
+// Every call is bounded by the backend timeout (WithTimeout), also with a
+// client that ignores context deadlines. WithBreaker adds an opt-in circuit
+// breaker that skips a failing Redis for a cool-down, so that calls fail at
+// once instead of at the timeout.
 //
 // # Keys
 //
