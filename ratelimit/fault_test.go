@@ -481,7 +481,8 @@ func TestScriptFlushEveryAlgorithm(t *testing.T) {
 	}
 }
 
-// limiterConns returns the ids of the connections named name (CLIENT LIST).
+// limiterConns returns the ids of the connections named name (CLIENT LIST)
+// and the last command of each, marked "+blocked" while Redis holds it.
 func limiterConns(t *testing.T, admin *redis.Client, name string) (ids []string, cmds []string) {
 	t.Helper()
 	list, err := admin.ClientList(context.Background()).Result()
@@ -497,7 +498,11 @@ func limiterConns(t *testing.T, admin *redis.Client, name string) (ids []string,
 		}
 		if f["name"] == name {
 			ids = append(ids, f["id"])
-			cmds = append(cmds, f["cmd"])
+			cmd := f["cmd"]
+			if strings.Contains(f["flags"], "b") {
+				cmd += "+blocked" // held, by CLIENT PAUSE here
+			}
+			cmds = append(cmds, cmd)
 		}
 	}
 	return ids, cmds
@@ -586,14 +591,16 @@ func TestClientKill(t *testing.T) {
 			defer close(done)
 			res, errs = parallel(func(int) string { return "in-flight" })
 		}()
-		// Wait until every call is held inside Redis, then kill them all.
+		// Wait until every call is held inside Redis (an idle connection
+		// also shows its last command, evalsha: only the blocked flag tells
+		// a held call), then kill them all.
 		var ids []string
 		if !pollUntil(3*time.Second, func() bool {
 			var cmds []string
 			ids, cmds = limiterConns(t, admin, name)
 			held := 0
 			for _, cmd := range cmds {
-				if cmd == "evalsha" {
+				if cmd == "evalsha+blocked" {
 					held++
 				}
 			}
