@@ -386,3 +386,82 @@ func TestBreakerIgnores(t *testing.T) {
 		t.Fatalf("closed breaker: %+v %v", res, err)
 	}
 }
+
+// TestBreakerConcurrentChanges hammers one breaker from many goroutines
+// with random outcomes and a cool-down of zero length in effect (the test
+// clock jumps): the changes published must still form one valid sequence,
+// each starting from the state the previous one ended in, and at most one
+// probe may be in flight at a time.
+func TestBreakerConcurrentChanges(t *testing.T) {
+	b := mustBreaker(t, BreakerSettings{Failures: 2, CoolDown: time.Millisecond})
+	var clock sync.Mutex
+	now := base
+	b.now = func() time.Time {
+		clock.Lock()
+		defer clock.Unlock()
+		now = now.Add(time.Millisecond) // every look at the clock ends a cool-down
+		return now
+	}
+	rec := &changeRecorder{}
+	bus := NewBus()
+	bus.Subscribe(rec)
+	b.attach(bus, "ns", TokenBucket)
+	ctx := context.Background()
+	var probes, maxProbes, calls int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				ok, probe := b.allow(ctx)
+				if !ok {
+					continue
+				}
+				mu.Lock()
+				calls++
+				if probe {
+					probes++
+					maxProbes = max(maxProbes, probes)
+				}
+				mu.Unlock()
+				outcome := []int{outcomeFailure, outcomeSuccess, outcomeNeutral}[(g+i)%3]
+				var err *BackendError
+				if outcome == outcomeFailure {
+					err = &BackendError{Type: ErrorTimeout}
+				}
+				if probe {
+					mu.Lock()
+					probes--
+					mu.Unlock()
+				}
+				b.record(ctx, probe, outcome, err)
+			}
+		}()
+	}
+	wg.Wait()
+	rec.mu.Lock()
+	changes := append([]BreakerChange(nil), rec.changes...)
+	rec.mu.Unlock()
+	if len(changes) < 10 {
+		t.Fatalf("only %d changes in %d calls: the test did not exercise the breaker", len(changes), calls)
+	}
+	state := BreakerClosed
+	for i, c := range changes {
+		valid := c.From == BreakerClosed && c.To == BreakerOpen ||
+			c.From == BreakerOpen && c.To == BreakerHalfOpen ||
+			c.From == BreakerHalfOpen && (c.To == BreakerOpen || c.To == BreakerClosed)
+		if c.From != state || !valid {
+			t.Fatalf("change %d: %v -> %v after the breaker was %v", i, c.From, c.To, state)
+		}
+		state = c.To
+	}
+	if state != b.State() {
+		t.Fatalf("the last change ended in %v, the breaker is %v", state, b.State())
+	}
+	if maxProbes > 1 {
+		t.Fatalf("%d probes in flight at once", maxProbes)
+	}
+	t.Logf("%d calls let through, %d changes", calls, len(changes))
+}
