@@ -78,3 +78,34 @@ func TestBreakerChange(t *testing.T) {
 		t.Fatalf("a closing carries error.type: %v", events[4].Attributes)
 	}
 }
+
+// TestCircuitOpenSpan: a decision made while the circuit is open sent no
+// script, so its span names no database operation; a timed-out call did.
+func TestCircuitOpenSpan(t *testing.T) {
+	h := newHarness(t)
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "request")
+	for _, typ := range []ratelimit.ErrorType{ratelimit.ErrorCircuitOpen, ratelimit.ErrorTimeout} {
+		h.sub.OnDecision(ctx, ratelimit.Event{
+			Namespace: "api", Algorithm: ratelimit.TokenBucket, Cost: 1,
+			Result: ratelimit.Result{Allowed: true, Reason: ratelimit.ReasonFailOpen},
+			Err:    &ratelimit.BackendError{Type: typ, Err: context.DeadlineExceeded},
+		})
+	}
+	parent.End()
+	var checked int
+	for _, s := range h.spans.Ended() {
+		if s.Name() != "ratelimit api" {
+			continue
+		}
+		set := attribute.NewSet(s.Attributes()...)
+		_, hasOp := set.Value(semconv.DBOperationNameKey)
+		errType, _ := set.Value(semconv.ErrorTypeKey)
+		if want := errType.AsString() != "circuit_open"; hasOp != want {
+			t.Errorf("span with error.type %q: db.operation.name present %v, want %v", errType.AsString(), hasOp, want)
+		}
+		checked++
+	}
+	if checked != 2 {
+		t.Fatalf("%d decision spans, want 2", checked)
+	}
+}

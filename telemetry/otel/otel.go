@@ -308,7 +308,10 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 		_, span = s.tracer.Start(ctx, o.spanName, o.start...)
 	}
 	if span.IsRecording() {
-		attrs := append(make([]attribute.KeyValue, 0, len(o.late)+3), o.late...)
+		attrs := make([]attribute.KeyValue, 0, len(o.late)+3)
+		if errType != ratelimit.ErrorCircuitOpen { // an open circuit sent no EVALSHA
+			attrs = append(attrs, o.late...)
+		}
 		span.SetAttributes(decisionAttrs(attrs, e, be, errType)...)
 		if e.Err != nil {
 			span.SetStatus(codes.Error, e.Err.Error())
