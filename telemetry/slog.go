@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	slogmulti "github.com/samber/slog-multi"
 
@@ -45,9 +48,59 @@ type SlogOption func(*slogSubscriber)
 // WithLevels sets the level of each kind of decision.
 func WithLevels(l Levels) SlogOption { return func(s *slogSubscriber) { s.levels = l } }
 
+// DefaultErrorInterval is how often Slog logs a backend error, at most, for
+// each namespace and algorithm, unless WithErrorInterval says otherwise.
+const DefaultErrorInterval = time.Second
+
+// WithErrorInterval makes Slog log at most one backend-error line per
+// interval for each namespace and algorithm (default DefaultErrorInterval),
+// so that an outage under heavy traffic writes a line a second rather than
+// one per request: the logs must not become the next outage. The next line
+// logged carries "suppressed", the number of lines skipped since the last
+// one. An interval of 0 logs every backend error. Allowed and blocked
+// decisions are never sampled.
+func WithErrorInterval(d time.Duration) SlogOption {
+	return func(s *slogSubscriber) { s.errEvery = max(d, 0) }
+}
+
 type slogSubscriber struct {
-	logger *slog.Logger
-	levels Levels
+	logger   *slog.Logger
+	levels   Levels
+	errEvery time.Duration
+	errGates sync.Map         // errGateKey -> *errGate
+	now      func() time.Time // tests move it
+}
+
+type errGateKey struct {
+	namespace string
+	algorithm ratelimit.Algorithm
+}
+
+// errGate lets one backend-error line through per interval.
+type errGate struct {
+	next       atomic.Int64 // unix ns before which lines are suppressed
+	suppressed atomic.Int64
+}
+
+// admitError reports whether a backend-error line for e may be logged now,
+// and how many were suppressed before it.
+func (s *slogSubscriber) admitError(e ratelimit.Event) (suppressed int64, ok bool) {
+	if s.errEvery <= 0 {
+		return 0, true
+	}
+	k := errGateKey{e.Namespace, e.Algorithm}
+	g, found := s.errGates.Load(k)
+	if !found {
+		g, _ = s.errGates.LoadOrStore(k, new(errGate))
+	}
+	gate := g.(*errGate)
+	now := s.now().UnixNano()
+	next := gate.next.Load()
+	if now < next || !gate.next.CompareAndSwap(next, now+int64(s.errEvery)) {
+		gate.suppressed.Add(1)
+		return 0, false
+	}
+	return gate.suppressed.Swap(0), true
 }
 
 // Slog returns a Subscriber that logs every decision to logger, at the
@@ -56,7 +109,9 @@ type slogSubscriber struct {
 // allowed, reason, remaining, retry_after, duration, quota (for a
 // MultiLimiter, the quota that decided), and for backend failures error and
 // error_type. The logger's handler receives the caller's
-// context, so a trace-aware handler can add trace and span ids.
+// context, so a trace-aware handler can add trace and span ids. Backend
+// errors are logged at most once a second per namespace and algorithm (see
+// WithErrorInterval).
 //
 // Whether the level is enabled is checked first: a decision at a disabled
 // level costs one call to the handler's Enabled and no allocation. A nil
@@ -65,7 +120,7 @@ func Slog(logger *slog.Logger, opts ...SlogOption) ratelimit.Subscriber {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &slogSubscriber{logger: logger, levels: DefaultLevels}
+	s := &slogSubscriber{logger: logger, levels: DefaultLevels, errEvery: DefaultErrorInterval, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
@@ -94,7 +149,14 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	if !s.logger.Enabled(ctx, level) {
 		return
 	}
-	attrs := [12]slog.Attr{
+	var suppressed int64
+	if e.Err != nil {
+		var ok bool
+		if suppressed, ok = s.admitError(e); !ok {
+			return
+		}
+	}
+	attrs := [13]slog.Attr{
 		slog.String("namespace", e.Namespace),
 		slog.String("algorithm", e.Algorithm.String()),
 		slog.String("key", e.Key),
@@ -114,6 +176,10 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		attrs[n] = slog.String("error", e.Err.Error())
 		attrs[n+1] = slog.String("error_type", errorType(e.Err))
 		n += 2
+		if suppressed > 0 {
+			attrs[n] = slog.Int64("suppressed", suppressed)
+			n++
+		}
 	}
 	s.logger.LogAttrs(ctx, level, msg, attrs[:n]...)
 }

@@ -212,3 +212,51 @@ func TestSlogQuota(t *testing.T) {
 		t.Fatalf("quota attribute on a single-limit decision: %v", lines[1])
 	}
 }
+
+// TestSlogErrorInterval: during an outage, one backend-error line per
+// interval per namespace and algorithm, the next one counting the lines it
+// stands for; decisions Redis made are never sampled.
+func TestSlogErrorInterval(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).(*slogSubscriber)
+	sub.now = func() time.Time { return now }
+	fail := func(ns string) ratelimit.Event {
+		return ratelimit.Event{Namespace: ns, Result: ratelimit.Result{Allowed: true, Reason: ratelimit.ReasonFailOpen},
+			Err: &ratelimit.BackendError{Type: ratelimit.ErrorTimeout, Err: context.DeadlineExceeded}}
+	}
+	ctx := context.Background()
+	for range 5 {
+		sub.OnDecision(ctx, fail("api"))
+		sub.OnDecision(ctx, ratelimit.Event{Namespace: "api", Result: ratelimit.Result{Allowed: false}})
+	}
+	sub.OnDecision(ctx, fail("auth")) // another namespace has its own gate
+	now = now.Add(DefaultErrorInterval)
+	sub.OnDecision(ctx, fail("api"))
+	var errs, blocks int
+	var suppressed []any
+	for _, l := range decodeLines(t, &buf) {
+		switch l["msg"] {
+		case MsgBackend:
+			errs++
+			suppressed = append(suppressed, l["suppressed"])
+		case MsgBlocked:
+			blocks++
+		}
+	}
+	if errs != 3 || blocks != 5 {
+		t.Fatalf("%d error lines and %d block lines, want 3 and 5:\n%s", errs, blocks, buf.String())
+	}
+	if suppressed[0] != nil || suppressed[1] != nil || suppressed[2] != 4.0 {
+		t.Fatalf("suppressed counts %v, want [<nil> <nil> 4]", suppressed)
+	}
+
+	buf.Reset()
+	every := Slog(slog.New(slog.NewJSONHandler(&buf, nil)), WithErrorInterval(0))
+	for range 3 {
+		every.OnDecision(ctx, fail("api"))
+	}
+	if n := len(decodeLines(t, &buf)); n != 3 {
+		t.Fatalf("WithErrorInterval(0) logged %d of 3 errors", n)
+	}
+}
