@@ -43,8 +43,12 @@ local function token_bucket(key, rate, per, burst, qnow)
   local q = {}
   local cap = burst * per
   local level, last = cap, qnow
-  local state = redis.call('HMGET', key, 'l', 't', 'p')
-  local l, t, p = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+  local l, t, p
+  local state = redis.call('GET', key)
+  if state then
+    local a, b, c = string.match(state, '^(%d+):(%d+):(%d+)$')
+    l, t, p = tonumber(a), tonumber(b), tonumber(c)
+  end
   if l and t and p and p >= 1 then
     level, last = l, t
     if p ~= per then level = math.floor(level / p * per) end
@@ -73,8 +77,7 @@ local function token_bucket(key, rate, per, burst, qnow)
     end
     local reset_ms = math.ceil((cap - level) / rate / 1000)
     if reset_ms < 1 then reset_ms = 1 end
-    redis.call('HSET', key, 'l', level, 't', qnow, 'p', per)
-    redis.call('PEXPIRE', key, reset_ms)
+    redis.call('SET', key, string.format('%d:%d:%d', level, qnow, per), 'PX', reset_ms)
   end
   function q.report(cost, fits)
     local retry = 0

@@ -1,6 +1,8 @@
 -- token_bucket.lua: one token-bucket decision, atomically.
 --
--- KEYS[1]  the bucket: a hash {l = level, t = last update (µs), p = units per token}
+-- KEYS[1]  the bucket: a string "<level>:<last update µs>:<units per token>",
+--          three decimal integers (one string, one SET with PX: cheaper for
+--          Redis than a hash and its separate PEXPIRE)
 -- ARGV[1]  rate: units added per microsecond            (integer >= 1)
 -- ARGV[2]  per:  units per token                         (integer >= 1)
 -- ARGV[3]  burst: capacity in tokens                     (integer >= 1)
@@ -34,8 +36,12 @@ now = clock(now)
 
 local cap = burst * per
 local level, last = cap, now
-local state = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-local l, t, p = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+local l, t, p
+local state = redis.call('GET', KEYS[1])
+if state then
+  local a, b, c = string.match(state, '^(%d+):(%d+):(%d+)$')
+  l, t, p = tonumber(a), tonumber(b), tonumber(c)
+end
 if l and t and p and p >= 1 then
   level, last = l, t
   if p ~= per then
@@ -74,8 +80,7 @@ if mode == 2 then
       level = level + need
       local reset_ms = math.ceil((cap - level) / rate / 1000)
       if reset_ms < 1 then reset_ms = 1 end
-      redis.call('HSET', KEYS[1], 'l', level, 't', now, 'p', per)
-      redis.call('PEXPIRE', KEYS[1], reset_ms)
+      redis.call('SET', KEYS[1], string.format('%d:%d:%d', level, now, per), 'PX', reset_ms)
     end
   end
 elseif level >= need then
@@ -84,8 +89,7 @@ elseif level >= need then
     level = level - need
     local reset_ms = math.ceil((cap - level) / rate / 1000)
     if reset_ms < 1 then reset_ms = 1 end
-    redis.call('HSET', KEYS[1], 'l', level, 't', now, 'p', per)
-    redis.call('PEXPIRE', KEYS[1], reset_ms)
+    redis.call('SET', KEYS[1], string.format('%d:%d:%d', level, now, per), 'PX', reset_ms)
   end
 end
 

@@ -38,7 +38,8 @@ const (
 	// TokenBucket (the default) refills a bucket of Burst tokens
 	// continuously at Rate per Per; a call of cost n takes n tokens. It
 	// allows bursts up to Burst and a long-run average of Rate per Per.
-	// State: one small hash per identity, O(1) per call.
+	// State: one short string per identity (level, time, scale), O(1)
+	// per call.
 	TokenBucket Algorithm = iota
 	// SlidingWindow counts units in windows of length Per aligned to the
 	// Unix epoch and allows a cost when the current window's count plus the

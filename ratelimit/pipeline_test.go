@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,11 +197,14 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	}
 	// Each identity was spent once: 10 - 3.
 	for i, key := range keys {
-		lvl, err := c.HGet(ctx, key, "l").Int64()
+		var lvl, last, per int64
+		state, err := c.Get(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		per, _ := c.HGet(ctx, key, "p").Int64()
+		if _, err := fmt.Sscanf(state, "%d:%d:%d", &lvl, &last, &per); err != nil || per == 0 {
+			t.Fatalf("bucket state %q: %v", state, err)
+		}
 		if lvl/per != 7 {
 			t.Errorf("identity %d holds %d tokens, want 7 (spent exactly once)", i, lvl/per)
 		}

@@ -108,19 +108,11 @@ func TestNoRawIdentityInRedis(t *testing.T) {
 	if len(keys) != 2*len(identities) {
 		t.Fatalf("got %d keys, want %d: %v", len(keys), 2*len(identities), keys)
 	}
-	for _, k := range keys {
-		fields, err := c.HGetAll(ctx, k).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var all strings.Builder
-		all.WriteString(k)
-		for f, v := range fields {
-			all.WriteString(" " + f + "=" + v)
-		}
+	for k, v := range snapshot(t, c) {
+		all := k + " " + v
 		for _, id := range identities {
-			if strings.Contains(all.String(), id) {
-				t.Errorf("raw identity %q in Redis: %s", id, all.String())
+			if strings.Contains(all, id) {
+				t.Errorf("raw identity %q in Redis: %s", id, all)
 			}
 		}
 	}

@@ -24,6 +24,8 @@ func snapshot(t *testing.T, c redis.UniversalClient) map[string]string {
 	out := map[string]string{}
 	for _, k := range c.Keys(ctx, "*").Val() {
 		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			out[k] = c.Get(ctx, k).Val()
 		case "hash":
 			out[k] = fmt.Sprint(c.HGetAll(ctx, k).Val())
 		case "zset":
