@@ -427,3 +427,41 @@ func TestPromAddsNoAllocations(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParallel measures throughput with 32 callers per CPU, as a busy
+// server has, where the span batcher's hand-off to its goroutine is shared
+// by many spans: ns/op is wall time per decision across all callers
+// (1/throughput). Each caller starts its own request span every
+// requestSize calls in the traced cases.
+func BenchmarkParallel(b *testing.B) {
+	benches, ids := setup(b)
+	for _, bc := range benches {
+		switch bc.name {
+		case "none", "prom", "all", "all-traced", "all-events-traced":
+		default:
+			continue
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				ctx, span := context.Background(), trace.Span(nil)
+				for i := 0; pb.Next(); i++ {
+					if bc.traced && i%requestSize == 0 {
+						if span != nil {
+							span.End()
+						}
+						ctx, span = bc.tracer.Start(context.Background(), "GET /items")
+					}
+					if _, err := bc.l.Allow(ctx, ids[i%len(ids)]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				if span != nil {
+					span.End()
+				}
+			})
+		})
+	}
+}
