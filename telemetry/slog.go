@@ -57,8 +57,8 @@ const DefaultErrorInterval = time.Second
 // so that an outage under heavy traffic writes a line a second rather than
 // one per request: the logs must not become the next outage. The next line
 // logged carries "suppressed", the number of lines skipped since the last
-// one. An interval of 0 logs every backend error. Allowed and blocked
-// decisions are never sampled.
+// one. An interval of 0 logs every backend error, and so does a negative
+// one. Allowed and blocked decisions are never sampled.
 func WithErrorInterval(d time.Duration) SlogOption {
 	return func(s *slogSubscriber) { s.errEvery = max(d, 0) }
 }
