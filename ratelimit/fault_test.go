@@ -775,6 +775,71 @@ func TestOutOfMemory(t *testing.T) {
 	}
 }
 
+// TestWrongTypeKey puts a list, a type no script uses, where each
+// algorithm keeps an identity's state (as another program sharing the
+// namespace might): the decision fails with Redis's WRONGTYPE error reply
+// (Type script), decided by the fail strategy and published, and the list
+// is left as it was. Once the key is deleted, Redis decides again. A key's
+// name always carries its algorithm, so the library itself never makes one
+// algorithm read another's state.
+func TestWrongTypeKey(t *testing.T) {
+	srv := redistestStart(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	rec := &recorder{}
+	bus := NewBus()
+	bus.Subscribe(rec)
+	opts := []Option{WithBus(bus), WithTimeout(2 * time.Second)}
+	kinds := append(faultKinds(t, admin, "open", FailOpen, opts...), faultKinds(t, admin, "closed", FailClosed, opts...)...)
+	for _, k := range kinds {
+		if _, err := k.call(ctx, "u"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := admin.Keys(ctx, "*").Val()
+	if len(keys) < len(kinds) {
+		t.Fatalf("%d keys for %d kinds: %v", len(keys), len(kinds), keys)
+	}
+	for _, key := range keys {
+		if err := admin.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.RPush(ctx, key, "not", "a", "limiter").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := snapshot(t, admin)
+
+	before := len(rec.all())
+	for _, k := range kinds {
+		res, err := k.call(ctx, "u")
+		if msg := k.checkFailed(res, err, ErrorScript); msg != "" {
+			t.Errorf("WRONGTYPE: %s", msg)
+			continue
+		}
+		if be := (*BackendError)(nil); errors.As(err, &be) && be.Code != "WRONGTYPE" {
+			t.Errorf("%s/%v: code %q (%v), want WRONGTYPE", k.name, k.fail, be.Code, err)
+		}
+	}
+	events := rec.all()[before:]
+	if len(events) != len(kinds) {
+		t.Errorf("%d events for %d calls", len(events), len(kinds))
+	}
+	checkEvents(t, events, kinds, ErrorScript)
+	if after := snapshot(t, admin); !equalMaps(state, after) {
+		t.Errorf("calls refused with WRONGTYPE changed what Redis holds:\nbefore %v\nafter  %v", state, after)
+	}
+
+	if err := admin.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, res := range recoverKinds(t, kinds, "u") {
+		if !res.Allowed || res.Remaining != faultQuota-1 {
+			t.Errorf("%s/%v once the list was deleted: %+v", kinds[i].name, kinds[i].fail, res)
+		}
+	}
+}
+
 // TestBusyScript runs a script that never ends from another client on a
 // Redis whose busy-reply-threshold is 100 ms: past it, Redis answers every
 // other command with BUSY, so each decision fails at once with an error

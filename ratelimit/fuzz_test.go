@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/big"
 	"regexp"
 	"strings"
@@ -219,17 +220,32 @@ type scriptCase struct {
 	good  []string
 	slots []int // indexes into good replaced by the fuzzed arguments
 	check func(reply []int64) bool
+	// algKey, when > 0, is the index of an argument naming the first key's
+	// algorithm: that key's name then ends with the argument, as the
+	// library's keys (<ns>:<alg>:{id}) always name their algorithm. One key
+	// never holds two algorithms' state, which have different Redis types.
+	algKey int
+}
+
+// keysFor returns the keys of a call with args.
+func (sc scriptCase) keysFor(args []any) []string {
+	if sc.algKey == 0 {
+		return sc.keys
+	}
+	keys := append([]string(nil), sc.keys...)
+	keys[0] += ":" + fmt.Sprint(args[sc.algKey])
+	return keys
 }
 
 var fuzzScripts = []scriptCase{
-	{tokenBucketScript, []string{"f:{x}"}, []string{"1", "6000000", "10", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10)},
-	{slidingWindowScript, []string{"f:{x}"}, []string{"10", "60000000", "1", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10)},
-	{slidingLogScript, []string{"f:{x}", "f:{x}:meta"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10)},
-	{fixedWindowScript, []string{"f:{x}"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10)},
-	{concurrencyScript, []string{"f:{x}", "f:{x}:meta"}, []string{"4", "10000000", "ab12", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(4)},
+	{tokenBucketScript, []string{"f:{x}"}, []string{"1", "6000000", "10", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{slidingWindowScript, []string{"f:{x}"}, []string{"10", "60000000", "1", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{slidingLogScript, []string{"f:{x}", "f:{x}:meta"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{fixedWindowScript, []string{"f:{x}"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{concurrencyScript, []string{"f:{x}", "f:{x}:meta"}, []string{"4", "10000000", "ab12", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(4), 0},
 	// multi: count, mode and the first quota (algorithm, a, b, c; cost
 	// stays) are fuzzed; the second quota stays good.
-	{multiScript, []string{"f:{x}:a", "f:{x}:b"}, []string{"2", "1", "0", "0", "1", "6000000", "10", "1", "3", "10", "60000000", "0", "1"}, []int{0, 1, 3, 4, 5, 6}, saneMultiReply(10, 10)},
+	{multiScript, []string{"f:{x}:a", "f:{x}:b"}, []string{"2", "1", "0", "0", "1", "6000000", "10", "1", "3", "10", "60000000", "0", "1"}, []int{0, 1, 3, 4, 5, 6}, saneMultiReply(10, 10), 3},
 }
 
 // saneReply accepts a decision reply: allowed 0 or 1, remaining within the
@@ -287,7 +303,7 @@ func FuzzScriptArgs(f *testing.F) {
 		for i, v := range sc.good {
 			good[i] = v
 		}
-		if _, err := sc.s.Run(ctx, c, sc.keys, good...).Int64Slice(); err != nil {
+		if _, err := sc.s.Run(ctx, c, sc.keysFor(good), good...).Int64Slice(); err != nil {
 			t.Fatalf("good call: %v", err)
 		}
 		before := snapshot(t, c)
@@ -299,7 +315,7 @@ func FuzzScriptArgs(f *testing.F) {
 		for i, v := range []string{a0, a1, a2, a3, a4, a5} {
 			args[sc.slots[i]] = v
 		}
-		reply, err := sc.s.Run(ctx, c, sc.keys, args...).Int64Slice()
+		reply, err := sc.s.Run(ctx, c, sc.keysFor(args), args...).Int64Slice()
 		if err != nil {
 			if !strings.Contains(err.Error(), "ratelimit:") {
 				t.Fatalf("ARGV %q: %v is not the script's own error reply", args, err)
@@ -321,7 +337,7 @@ func FuzzScriptArgs(f *testing.F) {
 		if sc.s == concurrencyScript {
 			good[2] = "ef56" // a fresh lease
 		}
-		after, err := sc.s.Run(ctx, c, sc.keys, good...).Int64Slice()
+		after, err := sc.s.Run(ctx, c, sc.keysFor(good), good...).Int64Slice()
 		if err != nil || !sc.check(after) {
 			t.Fatalf("after ARGV %q (reply %v), the good call gets %v %v", args, reply, after, err)
 		}

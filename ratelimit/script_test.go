@@ -30,6 +30,8 @@ func snapshot(t *testing.T, c redis.UniversalClient) map[string]string {
 			out[k] = fmt.Sprint(c.HGetAll(ctx, k).Val())
 		case "zset":
 			out[k] = fmt.Sprint(c.ZRangeWithScores(ctx, k, 0, -1).Val())
+		case "list":
+			out[k] = "list " + fmt.Sprint(c.LRange(ctx, k, 0, -1).Val())
 		default:
 			out[k] = typ
 		}
