@@ -20,6 +20,8 @@ var (
 	cost      = func(m ...string) string { return sel(prom.CostName, m...) }
 	errs      = func(m ...string) string { return sel(prom.BackendErrorsName, m...) }
 	dropped   = func(m ...string) string { return sel(prom.DroppedName, m...) }
+	circuit   = func(m ...string) string { return sel(prom.CircuitOpenName, m...) }
+	switches  = func(m ...string) string { return sel(prom.CircuitTransitionsName, m...) }
 	durName   = prom.BackendDurationName
 )
 
@@ -63,7 +65,7 @@ func meanRoundTrip() string {
 
 func overview() *dashboard {
 	b := newBoard("ratelimit-overview", "ratelimit-go / Overview",
-		"Rate-limit decisions of ratelimit-go limiters: traffic, blocks, cost, fail-open and fail-closed decisions, backend errors and dropped events. Metrics from the telemetry/prom package.")
+		"Rate-limit decisions of ratelimit-go limiters: traffic, blocks, cost, fail-open and fail-closed decisions, backend errors, dropped events and circuit breakers. Metrics from the telemetry/prom package.")
 
 	b.add(6, 4, stat("Decisions per second",
 		"How many rate-limit decisions the selected namespaces make, all instances together.",
@@ -109,6 +111,16 @@ func overview() *dashboard {
 	b.add(12, 8, timeseries("Events dropped per second",
 		"Decision events a telemetry.Async subscriber dropped because its queue was full: the subscriber (logs, for example) misses them; the limiter's decisions are unaffected.",
 		"ops", query{expr: sumBy("subscriber", rate(dropped())), legend: "{{subscriber}}"}))
+
+	// Circuit breakers (ratelimit.WithBreaker): the series exist once a
+	// limiter's breaker first changed state. The gauge is taken once per
+	// instance: a MultiLimiter has a series per algorithm.
+	b.add(12, 8, timeseries("Instances skipping Redis (circuit breaker open)",
+		"How many instances of each namespace have their circuit breaker open or half-open: they skip Redis and the fail strategy decides every call at once. Empty for limiters without ratelimit.WithBreaker, or whose breaker never opened.",
+		"short", query{expr: sumBy("namespace", "max by (namespace, instance) ("+circuit()+")"), legend: "{{namespace}}"}))
+	b.add(12, 8, timeseries("Circuit breaker state changes",
+		"Circuit breaker state changes per namespace, by the state changed to: open (Redis failed repeatedly, or a probe failed), half_open (a cool-down ended: one call probes Redis), closed (the probe succeeded). Repeated opens mean Redis keeps failing.",
+		"short", query{expr: sumBy("namespace, to", "increase("+switches()+"[$__rate_interval])"), legend: "{{namespace}} to {{to}}"}))
 	return b.done()
 }
 

@@ -5,7 +5,8 @@
 //     or reset connections (a Redis outage on demand);
 //   - two instances of the demo server examples/httpserver (built from the
 //     library module), both with their load generator, one failing open
-//     and one failing closed, exporting traces over OTLP/HTTP;
+//     behind a circuit breaker (-breaker) and one failing closed,
+//     exporting traces over OTLP/HTTP;
 //   - Jaeger v2 (all-in-one, in-memory), built as a Go tool from the
 //     module in tools/ so that its dependencies stay out of the library's
 //     go.mod and this one;

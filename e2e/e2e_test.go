@@ -25,6 +25,7 @@ type demo struct {
 	service   string // OTEL_SERVICE_NAME
 	fail      string // -fail
 	noRetries bool   // the Redis client does not retry
+	breaker   bool   // -breaker: a circuit breaker in front of Redis
 	addr      string
 	proc      *proc
 }
@@ -124,7 +125,7 @@ func TestEndToEnd(t *testing.T) {
 	waitFor(t, "Jaeger", 30*time.Second, []*proc{jaeger.proc}, func() error { return jaeger.ready(ctx) })
 
 	demos := []*demo{
-		{name: "demo-open", service: "ratelimit-demo", fail: "open"},
+		{name: "demo-open", service: "ratelimit-demo", fail: "open", breaker: true},
 		{name: "demo-closed", service: "ratelimit-demo-failclosed", fail: "closed", noRetries: true},
 	}
 	var targets []string
@@ -137,7 +138,11 @@ func TestEndToEnd(t *testing.T) {
 			"OTEL_SERVICE_NAME="+d.service,
 			"OTEL_BSP_SCHEDULE_DELAY=200", // ms: spans reach Jaeger soon after their request
 		)
-		d.proc = ps.start(t, d.name, env, demoBin, "-addr", d.addr, "-fail", d.fail, "-load", "-load-for", "10m")
+		args := []string{"-addr", d.addr, "-fail", d.fail, "-load", "-load-for", "10m"}
+		if d.breaker {
+			args = append(args, "-breaker")
+		}
+		d.proc = ps.start(t, d.name, env, demoBin, args...)
 		targets = append(targets, d.addr)
 		watch = append(watch, d.proc)
 	}
@@ -501,6 +506,8 @@ func checkTraces(ctx context.Context, t *testing.T, j *jaegerServer, demos []*de
 	check(search(open, map[string]string{string(rlotel.DecisionKey): rlotel.Allowed}, "the well-behaved load clients"), map[string]string{string(rlotel.DecisionKey): rlotel.Allowed})
 	check(search(open, map[string]string{string(rlotel.ReasonKey): "fail_open"}, "the outage"), map[string]string{string(rlotel.ReasonKey): "fail_open"})
 	check(search(closed, map[string]string{string(rlotel.ReasonKey): "fail_closed"}, "the outage"), map[string]string{string(rlotel.ReasonKey): "fail_closed"})
+	skipped := map[string]string{string(rlotel.ReasonKey): "fail_open", "error.type": "circuit_open"}
+	check(search(open, skipped, "its circuit breaker skipping Redis in the outage"), skipped)
 	if checked == 0 {
 		t.Fatal("no decision span checked")
 	}
@@ -556,8 +563,8 @@ func checkDecisionSpan(t *testing.T, s jaegerSpan, byID map[string]jaegerSpan) {
 	}
 	switch reason := s.tagString(string(rlotel.ReasonKey)); reason {
 	case "fail_open", "fail_closed":
-		if et := s.tagString("error.type"); et != "timeout" && et != "connection" {
-			t.Errorf("span %s: %s with error.type %q, want timeout or connection", s.SpanID, reason, et)
+		if et := s.tagString("error.type"); et != "timeout" && et != "connection" && et != "circuit_open" {
+			t.Errorf("span %s: %s with error.type %q, want timeout, connection or circuit_open", s.SpanID, reason, et)
 		}
 	case "quota":
 		if _, ok := s.tag(string(rlotel.RemainingKey)); !ok {

@@ -47,6 +47,7 @@ type config struct {
 	burst       int64
 	fail        ratelimit.FailStrategy
 	timeout     time.Duration
+	breaker     bool
 	style       httplimit.HeaderStyle
 	trusted     []string
 	logLevel    slog.Level
@@ -75,6 +76,7 @@ func parseFlags(args []string, getenv func(string) string, errOut io.Writer) (co
 	fs.Int64Var(&cfg.burst, "burst", 10, "most requests at once (0: -rate)")
 	fs.StringVar(&fail, "fail", "open", "when Redis fails: open (allow) or closed (503)")
 	fs.DurationVar(&cfg.timeout, "timeout", ratelimit.DefaultTimeout, "the longest a Redis call may take before -fail decides")
+	fs.BoolVar(&cfg.breaker, "breaker", false, "put a circuit breaker in front of Redis (5 consecutive failures open it for 1s cool-downs; see ratelimit.WithBreaker)")
 	fs.StringVar(&style, "header-style", "draft11", "rate-limit headers: draft11, legacy, x-ratelimit or none")
 	fs.StringVar(&trusted, "trusted-proxies", "", "comma-separated proxy CIDRs whose X-Forwarded-For to trust (default: none, the socket address only)")
 	fs.StringVar(&logLevel, "log-level", "info", "slog level on stderr: debug (every decision), info (blocks), warn, error")

@@ -283,6 +283,58 @@ func TestServerRedisDown(t *testing.T) {
 	}
 }
 
+// With -breaker, Redis down: after five failures the shared breaker opens
+// for both limiters and the next calls skip Redis (fail open, error type
+// circuit_open), all on /metrics; with Redis back, a probe closes it.
+func TestServerBreaker(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg, err := parseFlags([]string{"-breaker"}, env(map[string]string{"REDIS_URL": "redis://" + srv.Addr + "/0"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, out := startTest(t, cfg)
+	if !strings.Contains(out.String(), "circuit breaker: on") {
+		t.Errorf("the banner does not show the breaker:\n%s", out)
+	}
+	if r := get(t, s.url+"/api/hello"); r.code != 200 || len(r.hdr.Values("RateLimit")) == 0 {
+		t.Fatalf("Redis up: %d %v", r.code, r.hdr)
+	}
+	srv.Stop()
+	for i := range ratelimit.DefaultBreakerFailures + 5 {
+		if r := get(t, s.url+"/api/hello"); r.code != 200 || !strings.Contains(string(r.body), "fail_open") {
+			t.Fatalf("call %d, Redis down: %d %s", i, r.code, r.body)
+		}
+	}
+	metrics := string(get(t, s.url+"/metrics").body)
+	for _, series := range []string{
+		`ratelimit_circuit_open{algorithm="token_bucket",namespace="api"}`,
+		`ratelimit_circuit_open{algorithm="token_bucket",namespace="llm"}`,
+	} {
+		if got := metricValue(metrics, series); got != "1" {
+			t.Errorf("Redis down: %s = %q, want 1", series, got)
+		}
+	}
+	skipped := metricValue(metrics, `ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="circuit_open"}`)
+	if n, err := strconv.Atoi(skipped); err != nil || n < 1 {
+		t.Errorf("no call skipped Redis: circuit_open errors %q", skipped)
+	}
+
+	srv.Restart()
+	closed := `ratelimit_circuit_open{algorithm="token_bucket",namespace="api"}`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := get(t, s.url+"/api/hello")
+		got := metricValue(string(get(t, s.url+"/metrics").body), closed)
+		if got == "0" && r.code == 200 && len(r.hdr.Values("RateLimit")) != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis back for 10s: %s = %q, last response %d %v", closed, got, r.code, r.hdr)
+		}
+		time.Sleep(50 * time.Millisecond) // polling: the cool-down is a second
+	}
+}
+
 // The load generator: the abusive client is limited, the well-behaved ones
 // are not, and it stops when told.
 func TestLoadGenerator(t *testing.T) {

@@ -95,6 +95,17 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 		ratelimit.WithIdentityKey(idKey),
 		ratelimit.WithSubscribers(subs...),
 	}
+	breakerNote := "off (-breaker turns it on)"
+	if cfg.breaker {
+		// One breaker for both limiters: they share one Redis, so when one
+		// finds it down the other skips it too.
+		br, err := ratelimit.NewBreaker(ratelimit.BreakerSettings{})
+		if err != nil {
+			return nil, err
+		}
+		common = append(common, ratelimit.WithBreaker(br))
+		breakerNote = fmt.Sprintf("on: %d consecutive Redis failures skip Redis for %v, then one call probes", ratelimit.DefaultBreakerFailures, ratelimit.DefaultBreakerCoolDown)
+	}
 	apiLimit := ratelimit.Limit{Rate: cfg.rate, Per: cfg.per, Burst: cfg.burst}
 	apiLim, err := ratelimit.New(rdb, apiLimit, append(common, ratelimit.WithNamespace("api"))...)
 	if err != nil {
@@ -153,6 +164,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	fmt.Fprintf(out, "ratelimit-go demo on %s (Redis: %s)\n", s.url, where)
 	fmt.Fprintf(out, "  limit %q: %v per client (X-API-Key, else client IP); fail %s; headers %s\n", apiMW.Policy(), apiLimit, cfg.fail, cfg.style)
 	fmt.Fprintf(out, "  limit %q: %v tokens per client on /api/generate\n", genMW.Policy(), llmLimit)
+	fmt.Fprintf(out, "  circuit breaker: %s\n", breakerNote)
 	fmt.Fprintf(out, "  identity HMAC key: %s\n", keyNote)
 	fmt.Fprintf(out, "  logs: JSON on stderr at level %s\n", cfg.logLevel)
 	fmt.Fprintf(out, "  traces: %s\n", tracesNote)
