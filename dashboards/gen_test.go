@@ -22,6 +22,7 @@ var (
 	dropped   = func(m ...string) string { return sel(prom.DroppedName, m...) }
 	circuit   = func(m ...string) string { return sel(prom.CircuitOpenName, m...) }
 	switches  = func(m ...string) string { return sel(prom.CircuitTransitionsName, m...) }
+	refunded  = func(m ...string) string { return sel(prom.RefundedName, m...) }
 	durName   = prom.BackendDurationName
 )
 
@@ -86,11 +87,12 @@ func overview() *dashboard {
 	allowedBlocked.FieldConfig.Defaults["custom"].(map[string]any)["stacking"] = map[string]any{"group": "A", "mode": "normal"}
 	allowedBlocked.FieldConfig.Overrides = []map[string]any{colorOverride("allowed", "green"), colorOverride("blocked", "red")}
 	b.add(12, 8, allowedBlocked)
-	b.add(12, 8, timeseries("Cost per second: granted vs requested",
-		"How many cost units (tokens, bytes, GPU units: whatever AllowN charges) each namespace was asked for and how many it granted. The gap is the cost that was refused.",
+	b.add(12, 8, timeseries("Cost per second: requested, granted, refunded",
+		"How many cost units (tokens, bytes, GPU units: whatever AllowN charges) each namespace was asked for, how many it granted, and how many callers gave back with Refund (reserved, then not used). Requested minus granted was refused; granted minus refunded was used.",
 		"suffix: units/s",
 		query{expr: sumBy("namespace", rate(cost(isAllowed))), legend: "{{namespace}} granted"},
-		query{expr: sumBy("namespace", rate(cost())), legend: "{{namespace}} requested"}))
+		query{expr: sumBy("namespace", rate(cost())), legend: "{{namespace}} requested"},
+		query{expr: sumBy("namespace", rate(refunded())), legend: "{{namespace}} refunded"}))
 
 	b.add(12, 8, ratioPanel(timeseries("Block ratio per namespace",
 		"Which limits are biting? The share of each namespace's decisions that were blocked.",

@@ -23,12 +23,12 @@ import (
 // the Angular graph and singlestat panels were removed in Grafana 11.
 var allowedPanels = []string{"timeseries", "stat", "heatmap", "table"}
 
-// knownMetrics are the series the exporter writes: the counters, the
-// circuit breaker's gauge and counter, and the histogram's classic series
-// and native name.
+// knownMetrics are the series the exporter writes that the dashboards and
+// rules may use: the counters, the circuit breaker's gauge and counter, and
+// the histogram's classic series and native name.
 var knownMetrics = []string{
 	prom.DecisionsName, prom.CostName, prom.BackendErrorsName, prom.DroppedName,
-	prom.CircuitOpenName, prom.CircuitTransitionsName,
+	prom.CircuitOpenName, prom.CircuitTransitionsName, prom.RefundedName,
 	prom.BackendDurationName, prom.BackendDurationName + "_bucket",
 	prom.BackendDurationName + "_sum", prom.BackendDurationName + "_count",
 }

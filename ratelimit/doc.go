@@ -66,6 +66,8 @@
 //
 // Every decision is an Event published synchronously on the limiter's Bus;
 // the subpackages of telemetry turn events into logs (slog), Prometheus
-// metrics and OpenTelemetry spans. This package imports neither Prometheus
+// metrics and OpenTelemetry spans. Circuit breaker changes (BreakerChange)
+// and refunds (RefundEvent) go on the same bus, to the subscribers that
+// implement BreakerSubscriber or RefundSubscriber. This package imports neither Prometheus
 // nor OpenTelemetry.
 package ratelimit

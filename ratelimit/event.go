@@ -150,6 +150,21 @@ func (b *Bus) PublishBreakerChange(ctx context.Context, c BreakerChange) {
 	}
 }
 
+// PublishRefund delivers r to every subscriber that implements
+// RefundSubscriber, in registration order. Limiters call it after a Refund;
+// it is exported so that tests and adapters can replay refunds.
+func (b *Bus) PublishRefund(ctx context.Context, r RefundEvent) {
+	cur := b.subs.Load()
+	if cur == nil {
+		return
+	}
+	for _, s := range *cur {
+		if rs, ok := s.s.(RefundSubscriber); ok {
+			rs.OnRefundEvent(ctx, r)
+		}
+	}
+}
+
 // Publish delivers e to every subscriber in registration order. Limiters call
 // it for their decisions; it is exported so that tests and adapters can
 // replay events.

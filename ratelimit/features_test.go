@@ -518,7 +518,7 @@ func TestFailStrategiesNewLimiters(t *testing.T) {
 	}
 	events := rec.all()
 	if len(events) != 4 {
-		t.Fatalf("%d events, want 4 (refunds are not published)", len(events))
+		t.Fatalf("%d events, want 4 (refunds are not decisions)", len(events))
 	}
 	for _, e := range events {
 		if !errors.Is(e.Err, ErrBackend) || e.Result.Reason == ReasonQuota {

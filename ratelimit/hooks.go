@@ -3,8 +3,9 @@ package ratelimit
 import "context"
 
 // Hooks is a Subscriber made of optional callbacks: the counterparts of
-// the seed library's on_allow, on_block and on_error, and one for the
-// state changes of a circuit breaker (WithBreaker). Nil fields are
+// the seed library's on_allow, on_block and on_error, one for the state
+// changes of a circuit breaker (WithBreaker), and one for refunds. Nil
+// fields are
 // skipped. Subscribe it like any other Subscriber:
 //
 //	ratelimit.WithSubscribers(ratelimit.Hooks{OnBlock: func(ctx context.Context, e ratelimit.Event) { ... }})
@@ -20,6 +21,8 @@ type Hooks struct {
 	// OnBreaker is called when the limiter's circuit breaker changes
 	// state.
 	OnBreaker func(ctx context.Context, c BreakerChange)
+	// OnRefund is called after every Refund, also a failed one (r.Err).
+	OnRefund func(ctx context.Context, r RefundEvent)
 }
 
 // OnDecision implements Subscriber.
@@ -43,4 +46,14 @@ func (h Hooks) OnBreakerChange(ctx context.Context, c BreakerChange) {
 	}
 }
 
-var _ BreakerSubscriber = Hooks{}
+// OnRefundEvent implements RefundSubscriber.
+func (h Hooks) OnRefundEvent(ctx context.Context, r RefundEvent) {
+	if h.OnRefund != nil {
+		h.OnRefund(ctx, r)
+	}
+}
+
+var (
+	_ BreakerSubscriber = Hooks{}
+	_ RefundSubscriber  = Hooks{}
+)

@@ -248,8 +248,10 @@ func (m *MultiLimiter) Peek(ctx context.Context, identity string) (MultiResult, 
 // quota to leave alone), with the rules of Limiter.Refund: never above a
 // full burst or quota. Reserve the largest an LLM request may use with
 // AllowCosts(ctx, id, 1, maxTokens), then Refund(ctx, id, 0, maxTokens-used).
-// A refund is not a decision: it is not published, and on a Redis failure
-// the error is a *BackendError and the MultiResult is zero.
+// A refund is not a decision and on a Redis failure the error is a
+// *BackendError and the MultiResult is zero. It is published as one
+// RefundEvent per quota, with that quota's algorithm, key, amount and
+// result (see Limiter.Refund).
 func (m *MultiLimiter) Refund(ctx context.Context, identity string, amounts ...int64) (MultiResult, error) {
 	return m.call(ctx, identity, amounts, modeRefund, false)
 }
@@ -289,16 +291,28 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 	if err != nil {
 		return MultiResult{}, err
 	}
-	publish := decision && m.l.bus.Enabled()
+	publish := (decision || mode == modeRefund) && m.l.bus.Enabled()
 	var start time.Time
 	if publish {
 		start = time.Now()
 	}
 	res, berr := m.eval(ctx, keys, costs, mode)
-	if berr != nil {
-		if mode == modeRefund {
+	if mode == modeRefund {
+		if publish { // one RefundEvent per quota: each gets its own amount back
+			for i, q := range m.quotas {
+				var qres Result
+				if berr == nil {
+					qres = res.Quotas[i]
+				}
+				m.l.publishRefund(ctx, q.Algorithm, keys[i], costs[i], qres, start, berr)
+			}
+		}
+		if berr != nil {
 			return MultiResult{}, berr
 		}
+		return res, nil
+	}
+	if berr != nil {
 		res = m.failResult()
 	} else if decision {
 		res.Result = m.l.shadow(res.Result)

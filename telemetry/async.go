@@ -29,6 +29,7 @@ type queued struct {
 	ctx    context.Context
 	e      ratelimit.Event
 	change *ratelimit.BreakerChange // a breaker change instead of e
+	refund *ratelimit.RefundEvent   // a refund instead of e
 }
 
 // AsyncOption configures Async.
@@ -62,6 +63,10 @@ func (a *AsyncSubscriber) run() {
 			forwardBreaker(q.ctx, a.next, *q.change)
 			continue
 		}
+		if q.refund != nil {
+			forwardRefund(q.ctx, a.next, *q.refund)
+			continue
+		}
 		a.next.OnDecision(q.ctx, q.e)
 	}
 }
@@ -93,10 +98,26 @@ func (a *AsyncSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.Break
 	if _, ok := a.next.(ratelimit.BreakerSubscriber); !ok {
 		return
 	}
+	a.enqueue(queued{ctx: ctx, change: &c})
+}
+
+// OnRefundEvent queues a refund for sub, in order with the events, when sub
+// is a ratelimit.RefundSubscriber. A refund that finds the queue full is
+// dropped and counted in Dropped (it is not passed to WithDropped's
+// subscriber, which counts decisions).
+func (a *AsyncSubscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEvent) {
+	if _, ok := a.next.(ratelimit.RefundSubscriber); !ok {
+		return
+	}
+	a.enqueue(queued{ctx: ctx, refund: &r})
+}
+
+// enqueue queues q, or counts it dropped when the queue is full or closed.
+func (a *AsyncSubscriber) enqueue(q queued) {
 	a.mu.RLock()
 	if !a.closed {
 		select {
-		case a.queue <- queued{ctx: ctx, change: &c}:
+		case a.queue <- q:
 			a.mu.RUnlock()
 			return
 		default:
@@ -128,4 +149,7 @@ func (a *AsyncSubscriber) Close(ctx context.Context) error {
 	}
 }
 
-var _ ratelimit.BreakerSubscriber = (*AsyncSubscriber)(nil)
+var (
+	_ ratelimit.BreakerSubscriber = (*AsyncSubscriber)(nil)
+	_ ratelimit.RefundSubscriber  = (*AsyncSubscriber)(nil)
+)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,7 +13,8 @@ import (
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
-// changes is a BreakerSubscriber that records the states changed to.
+// changes is a BreakerSubscriber and RefundSubscriber that records the
+// states changed to, and the amounts refunded.
 type changes struct {
 	mu sync.Mutex
 	to []string
@@ -23,6 +25,12 @@ func (c *changes) OnDecision(context.Context, ratelimit.Event) {}
 func (c *changes) OnBreakerChange(_ context.Context, ch ratelimit.BreakerChange) {
 	c.mu.Lock()
 	c.to = append(c.to, ch.To.String())
+	c.mu.Unlock()
+}
+
+func (c *changes) OnRefundEvent(_ context.Context, r ratelimit.RefundEvent) {
+	c.mu.Lock()
+	c.to = append(c.to, fmt.Sprintf("refund:%d", r.Amount))
 	c.mu.Unlock()
 }
 
@@ -67,8 +75,8 @@ func TestSlogBreaker(t *testing.T) {
 }
 
 // TestWrappersForwardBreakerChanges: Fanout, Filter, Recover and Async pass
-// breaker changes to the subscribers they wrap (Filter unfiltered, Async in
-// order with the events), and a subscriber that does not want them is
+// breaker changes and refunds to the subscribers they wrap (Filter
+// unfiltered, Async in order), and a subscriber that does not want them is
 // skipped.
 func TestWrappersForwardBreakerChanges(t *testing.T) {
 	ctx := context.Background()
@@ -84,6 +92,7 @@ func TestWrappersForwardBreakerChanges(t *testing.T) {
 	plainAsync := Async(plain, 1) // not a BreakerSubscriber: nothing queued
 	bus.Subscribe(plainAsync)
 	bus.PublishBreakerChange(ctx, opened)
+	bus.PublishRefund(ctx, ratelimit.RefundEvent{Namespace: "api", Amount: 7})
 	bus.PublishBreakerChange(ctx, closedAgain)
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -92,8 +101,8 @@ func TestWrappersForwardBreakerChanges(t *testing.T) {
 		t.Fatalf("plain async: %v, %d dropped", err, plainAsync.Dropped())
 	}
 	for name, c := range map[string]*changes{"fanout": &fan, "filter": &filtered, "recover": &recovered, "async": &async} {
-		if got := c.String(); got != "open closed" {
-			t.Errorf("%s passed %q, want \"open closed\"", name, got)
+		if got := c.String(); got != "open refund:7 closed" {
+			t.Errorf("%s passed %q, want \"open refund:7 closed\"", name, got)
 		}
 	}
 	if a.Dropped() != 0 {
@@ -101,9 +110,44 @@ func TestWrappersForwardBreakerChanges(t *testing.T) {
 	}
 }
 
+// TestSlogRefund: a refund is logged at the Allowed level (Debug) with
+// what was given back; a failed one at the FailOpen level (Warn) with its
+// error, sampled with the backend errors of decisions.
+func TestSlogRefund(t *testing.T) {
+	var buf bytes.Buffer
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	bus := ratelimit.NewBus()
+	bus.Subscribe(sub)
+	ctx := context.Background()
+	ok := ratelimit.RefundEvent{Namespace: "llm", Algorithm: ratelimit.TokenBucket, Key: "rl:token_bucket:{ab}", Amount: 300,
+		Result: ratelimit.Result{Allowed: true, Remaining: 900}}
+	failed := ratelimit.RefundEvent{Namespace: "llm", Algorithm: ratelimit.TokenBucket, Key: "rl:token_bucket:{ab}", Amount: 300,
+		Err: &ratelimit.BackendError{Type: ratelimit.ErrorConnection, Err: errors.New("connection refused")}}
+	bus.PublishRefund(ctx, ok)
+	bus.PublishRefund(ctx, failed)
+	bus.PublishRefund(ctx, failed) // within the error interval: suppressed
+	lines := decodeLines(t, &buf)
+	if len(lines) != 2 {
+		t.Fatalf("%d lines: %s", len(lines), buf.String())
+	}
+	for i, want := range []map[string]any{
+		{"level": "DEBUG", "msg": MsgRefund, "namespace": "llm", "algorithm": "token_bucket", "key": "rl:token_bucket:{ab}", "amount": 300.0, "remaining": 900.0},
+		{"level": "WARN", "msg": MsgRefund, "namespace": "llm", "amount": 300.0, "error_type": "connection"},
+	} {
+		for k, v := range want {
+			if lines[i][k] != v {
+				t.Errorf("line %d: %s = %v, want %v", i, k, lines[i][k], v)
+			}
+		}
+	}
+}
+
 type panicking struct{}
 
 func (panicking) OnDecision(context.Context, ratelimit.Event) {}
 func (panicking) OnBreakerChange(context.Context, ratelimit.BreakerChange) {
+	panic(errors.New("subscriber bug"))
+}
+func (panicking) OnRefundEvent(context.Context, ratelimit.RefundEvent) {
 	panic(errors.New("subscriber bug"))
 }

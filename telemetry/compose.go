@@ -40,6 +40,21 @@ func (f fanout) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) 
 	}
 }
 
+// OnRefundEvent passes r to every member that is a
+// ratelimit.RefundSubscriber.
+func (f fanout) OnRefundEvent(ctx context.Context, r ratelimit.RefundEvent) {
+	for _, s := range f {
+		forwardRefund(ctx, s, r)
+	}
+}
+
+// forwardRefund passes a refund to sub when it wants them.
+func forwardRefund(ctx context.Context, sub ratelimit.Subscriber, r ratelimit.RefundEvent) {
+	if rs, ok := sub.(ratelimit.RefundSubscriber); ok {
+		rs.OnRefundEvent(ctx, r)
+	}
+}
+
 // forwardBreaker passes a circuit breaker change to sub when it wants
 // them.
 func forwardBreaker(ctx context.Context, sub ratelimit.Subscriber, c ratelimit.BreakerChange) {
@@ -53,8 +68,8 @@ func forwardBreaker(ctx context.Context, sub ratelimit.Subscriber, c ratelimit.B
 //
 //	telemetry.Filter(func(e ratelimit.Event) bool { return !e.Result.Allowed }, sub)
 //
-// Circuit breaker changes (ratelimit.BreakerSubscriber) are not events and
-// pass unfiltered.
+// Circuit breaker changes (ratelimit.BreakerSubscriber) and refunds
+// (ratelimit.RefundSubscriber) are not decisions and pass unfiltered.
 func Filter(keep func(ratelimit.Event) bool, sub ratelimit.Subscriber) ratelimit.Subscriber {
 	return filter{keep, sub}
 }
@@ -74,14 +89,18 @@ func (f filter) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) 
 	forwardBreaker(ctx, f.sub, c)
 }
 
+func (f filter) OnRefundEvent(ctx context.Context, r ratelimit.RefundEvent) {
+	forwardRefund(ctx, f.sub, r)
+}
+
 // Recover returns a Subscriber that calls sub and, if sub panics, recovers
 // and calls onPanic with the recovered value and the event instead of
 // letting the panic reach the caller of Allow. The bus does not recover on
 // its own: a panicking subscriber is a bug, and recovering costs a defer
 // on every event. A nil onPanic just swallows the panic.
 //
-// Circuit breaker changes pass to sub too; a panic there is swallowed (there
-// is no event to hand onPanic).
+// Circuit breaker changes and refunds pass to sub too; a panic there is
+// swallowed (there is no decision Event to hand onPanic).
 func Recover(sub ratelimit.Subscriber, onPanic func(recovered any, e ratelimit.Event)) ratelimit.Subscriber {
 	return recoverer{sub, onPanic}
 }
@@ -105,8 +124,16 @@ func (r recoverer) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChang
 	forwardBreaker(ctx, r.sub, c)
 }
 
+func (r recoverer) OnRefundEvent(ctx context.Context, e ratelimit.RefundEvent) {
+	defer func() { _ = recover() }()
+	forwardRefund(ctx, r.sub, e)
+}
+
 var (
 	_ ratelimit.BreakerSubscriber = fanout(nil)
 	_ ratelimit.BreakerSubscriber = filter{}
 	_ ratelimit.BreakerSubscriber = recoverer{}
+	_ ratelimit.RefundSubscriber  = fanout(nil)
+	_ ratelimit.RefundSubscriber  = filter{}
+	_ ratelimit.RefundSubscriber  = recoverer{}
 )

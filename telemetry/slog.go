@@ -23,6 +23,10 @@ const (
 	// (see ratelimit.WithBreaker): logged at Warn when it opens, at Info
 	// when it goes half-open or closes.
 	MsgCircuit = "ratelimit circuit breaker"
+	// MsgRefund is the message of a Refund (see ratelimit.RefundEvent):
+	// logged at the Allowed level (Debug by default), or at the FailOpen
+	// level (Warn) when Redis failed and nothing was given back.
+	MsgRefund = "ratelimit refund"
 )
 
 // Levels are the slog levels Slog logs each kind of decision at.
@@ -82,13 +86,14 @@ type errGate struct {
 	suppressed atomic.Int64
 }
 
-// admitError reports whether a backend-error line for e may be logged now,
-// and how many were suppressed before it.
-func (s *slogSubscriber) admitError(e ratelimit.Event) (suppressed int64, ok bool) {
+// admitError reports whether a backend-error line for the namespace and
+// algorithm may be logged now (decisions and refunds share the gate), and
+// how many were suppressed before it.
+func (s *slogSubscriber) admitError(namespace string, alg ratelimit.Algorithm) (suppressed int64, ok bool) {
 	if s.errEvery <= 0 {
 		return 0, true
 	}
-	k := errGateKey{e.Namespace, e.Algorithm}
+	k := errGateKey{namespace, alg}
 	g, found := s.errGates.Load(k)
 	if !found {
 		g, _ = s.errGates.LoadOrStore(k, new(errGate))
@@ -111,7 +116,8 @@ func (s *slogSubscriber) admitError(e ratelimit.Event) (suppressed int64, ok boo
 // error_type. The logger's handler receives the caller's
 // context, so a trace-aware handler can add trace and span ids. Backend
 // errors are logged at most once a second per namespace and algorithm (see
-// WithErrorInterval).
+// WithErrorInterval). The Subscriber also logs circuit breaker changes
+// (MsgCircuit) and refunds (MsgRefund).
 //
 // Whether the level is enabled is checked first: a decision at a disabled
 // level costs one call to the handler's Enabled and no allocation. A nil
@@ -152,7 +158,7 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	var suppressed int64
 	if e.Err != nil {
 		var ok bool
-		if suppressed, ok = s.admitError(e); !ok {
+		if suppressed, ok = s.admitError(e.Namespace, e.Algorithm); !ok {
 			return
 		}
 	}
@@ -220,4 +226,51 @@ func (s *slogSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.Breake
 	s.logger.LogAttrs(ctx, level, MsgCircuit, attrs[:n]...)
 }
 
-var _ ratelimit.BreakerSubscriber = (*slogSubscriber)(nil)
+// OnRefundEvent logs a refund with its namespace, algorithm, key, amount,
+// remaining (after the refund) and duration: at the Allowed level, or at
+// the FailOpen level with error and error_type when Redis failed, sampled
+// like the backend errors of decisions (see WithErrorInterval).
+func (s *slogSubscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEvent) {
+	level := s.levels.Allowed
+	if r.Err != nil {
+		level = s.levels.FailOpen
+	}
+	if !s.logger.Enabled(ctx, level) {
+		return
+	}
+	var suppressed int64
+	if r.Err != nil {
+		var ok bool
+		if suppressed, ok = s.admitError(r.Namespace, r.Algorithm); !ok {
+			return
+		}
+	}
+	attrs := [10]slog.Attr{
+		slog.String("namespace", r.Namespace),
+		slog.String("algorithm", r.Algorithm.String()),
+		slog.String("key", r.Key),
+		slog.Int64("amount", r.Amount),
+		slog.Int64("remaining", r.Result.Remaining),
+		slog.Duration("duration", r.Duration),
+	}
+	n := 6
+	if r.Result.Quota != "" {
+		attrs[n] = slog.String("quota", r.Result.Quota)
+		n++
+	}
+	if r.Err != nil {
+		attrs[n] = slog.String("error", r.Err.Error())
+		attrs[n+1] = slog.String("error_type", errorType(r.Err))
+		n += 2
+		if suppressed > 0 {
+			attrs[n] = slog.Int64("suppressed", suppressed)
+			n++
+		}
+	}
+	s.logger.LogAttrs(ctx, level, MsgRefund, attrs[:n]...)
+}
+
+var (
+	_ ratelimit.BreakerSubscriber = (*slogSubscriber)(nil)
+	_ ratelimit.RefundSubscriber  = (*slogSubscriber)(nil)
+)

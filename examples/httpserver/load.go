@@ -39,12 +39,14 @@ type loadClient struct {
 	helloEvery time.Duration
 	genEvery   time.Duration
 	tokens     int
+	used       int // of tokens; the rest is refunded (0: all used)
 }
 
 // startLoad starts the generator. The well-behaved clients send at two
-// thirds of the per-client rate; the abusive one at 20 times it, plus
-// token-hungry generate calls; the greedy one asks for 3000 tokens every
-// three request intervals.
+// thirds of the per-client rate, and use 200 of the 300 tokens their
+// generate calls reserve (the server refunds 100); the abusive one sends at
+// 20 times the rate, plus token-hungry generate calls; the greedy one asks
+// for 3000 tokens every three request intervals.
 func startLoad(ctx context.Context, baseURL string, limit ratelimit.Limit, dur time.Duration, maxReqs int) *loadGen {
 	interval := limit.Per / time.Duration(limit.Rate) // one request's worth of refill
 	good := max(interval*3/2, time.Millisecond)
@@ -57,7 +59,7 @@ func startLoad(ctx context.Context, baseURL string, limit ratelimit.Limit, dur t
 		codes:   map[string]map[int]int{},
 	}
 	for i := 1; i <= 3; i++ {
-		g.clients = append(g.clients, loadClient{name: fmt.Sprintf("load-good-%d", i), helloEvery: good, genEvery: 4 * good, tokens: 300})
+		g.clients = append(g.clients, loadClient{name: fmt.Sprintf("load-good-%d", i), helloEvery: good, genEvery: 4 * good, tokens: 300, used: 200})
 	}
 	g.clients = append(g.clients, loadClient{name: "load-abuser", helloEvery: bad, genEvery: 10 * bad, tokens: 2000})
 	// Within the request limit but far over the token limit, so that the
@@ -78,10 +80,19 @@ func startLoad(ctx context.Context, baseURL string, limit ratelimit.Limit, dur t
 	return g
 }
 
+// generatePath is the client's generate call: it reserves tokens and, when
+// it uses fewer, says so, and the server refunds the rest.
+func (c loadClient) generatePath() string {
+	if c.used > 0 {
+		return fmt.Sprintf("/api/generate?tokens=%d&used=%d", c.tokens, c.used)
+	}
+	return fmt.Sprintf("/api/generate?tokens=%d", c.tokens)
+}
+
 func (g *loadGen) describe() string {
 	var b strings.Builder
 	for _, c := range g.clients {
-		fmt.Fprintf(&b, "%s (/api/hello every %v, /api/generate?tokens=%d every %v); ", c.name, c.helloEvery, c.tokens, c.genEvery)
+		fmt.Fprintf(&b, "%s (/api/hello every %v, %s every %v); ", c.name, c.helloEvery, c.generatePath(), c.genEvery)
 	}
 	fmt.Fprintf(&b, "for at most %v or %d requests", g.dur, g.maxReqs)
 	return b.String()
@@ -100,7 +111,7 @@ func (g *loadGen) run(ctx context.Context, baseURL string, c loadClient) {
 		case <-hello.C:
 			path = "/api/hello"
 		case <-gen.C:
-			path = fmt.Sprintf("/api/generate?tokens=%d", c.tokens)
+			path = c.generatePath()
 		}
 		if g.sent.Add(1) > g.maxReqs {
 			g.cancel() // the budget is spent: stop every client

@@ -12,6 +12,7 @@
 //
 //	GET /api/hello              cost 1 on the "api" limit
 //	GET /api/generate?tokens=N  cost 1 on "api" and N on the "llm" token limit
+//	    &used=M                 the stand-in model used M of them: N-M are refunded
 //	GET /metrics                Prometheus metrics (OpenMetrics, with exemplars)
 //	GET /healthz                liveness, and whether Redis answers
 //

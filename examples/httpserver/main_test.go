@@ -226,6 +226,28 @@ func checkServer(t *testing.T, s *server) {
 		t.Error("an identity appears in /metrics")
 	}
 
+	// Reserve, then settle: bob reserves 1000 tokens and uses 400, so 600
+	// come back; a bad ?used= gives all 500 back with a 400. Redis has
+	// them: 3500 more fit in the 4000 burst only because of the refunds.
+	r = get(t, s.url+"/api/generate?tokens=1000&used=400", "X-API-Key", "bob")
+	var settled struct {
+		Refunded  int64 `json:"refunded_tokens"`
+		Remaining int64 `json:"remaining_tokens"`
+	}
+	if err := json.Unmarshal(r.body, &settled); err != nil || r.code != 200 || settled.Refunded != 600 || settled.Remaining < 3600 || settled.Remaining > 3700 {
+		t.Errorf("settled generate: %d %s (%v), want 600 refunded, about 3600 remaining", r.code, r.body, err)
+	}
+	if r = get(t, s.url+"/api/generate?tokens=500&used=600", "X-API-Key", "bob"); r.code != 400 {
+		t.Errorf("used above the reservation: %d %s, want 400", r.code, r.body)
+	}
+	if r = get(t, s.url+"/api/generate?tokens=3500", "X-API-Key", "bob"); r.code != 200 {
+		t.Errorf("3500 tokens after the refunds: %d %s, want 200", r.code, r.body)
+	}
+	r = get(t, s.url+"/metrics")
+	if got := metricValue(string(r.body), `ratelimit_cost_refunded_total{algorithm="token_bucket",namespace="llm"}`); got != "1100" {
+		t.Errorf("refunded tokens on /metrics: %q, want 1100", got)
+	}
+
 	// Unlimited routes.
 	r = get(t, s.url+"/healthz")
 	if r.code != 200 || !strings.Contains(string(r.body), `"redis":"up"`) || len(r.hdr.Values("RateLimit")) != 0 {

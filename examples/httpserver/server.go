@@ -143,7 +143,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/hello", apiMW.HandlerFunc(hello))
-	mux.Handle("GET /api/generate", apiMW.Handler(genMW.HandlerFunc(generate)))
+	mux.Handle("GET /api/generate", apiMW.Handler(genMW.HandlerFunc(generate(llmLim, key))))
 	mux.HandleFunc("GET /healthz", health(rdb))
 	// OpenMetrics is the text format that carries exemplars (trace ids).
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: reg}))
@@ -246,16 +246,56 @@ func hello(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// generate stands for an LLM endpoint: the tokens were charged to the "llm"
-// limit by the middleware before it runs.
-func generate(w http.ResponseWriter, r *http.Request) {
-	d, _ := httplimit.FromContext(r.Context())
-	words := min(d.Cost, 12)
-	writeJSON(w, http.StatusOK, map[string]any{
-		"tokens":           d.Cost,
-		"text":             strings.TrimSpace(strings.Repeat("lorem ", int(words))) + " …",
-		"remaining_tokens": d.Result.Remaining,
-	})
+// generate stands for an LLM endpoint. The middleware reserved ?tokens=
+// (the request's max_tokens) on the "llm" limit before it runs; the stand-in
+// model then "uses" ?used= of them (default: all), and the rest is given back
+// with Refund: reserve the most, settle with what was used. A bad ?used=
+// gives everything back and answers 400. Only a reservation Redis made is
+// refunded: under fail-open nothing was taken.
+func generate(llm *ratelimit.Limiter, key httplimit.KeyFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, _ := httplimit.FromContext(r.Context())
+		used, err := usedTokens(r, d.Cost)
+		refund := d.Cost - used
+		if err != nil {
+			refund = d.Cost
+		}
+		remaining, refunded := d.Result.Remaining, int64(0)
+		if refund > 0 && d.Result.Reason == ratelimit.ReasonQuota {
+			// The same identity the middleware limited; a failed refund is
+			// published (logs, metrics) and the tokens stay spent.
+			if id, kerr := key(r); kerr == nil {
+				if res, rerr := llm.Refund(r.Context(), id, refund); rerr == nil {
+					remaining, refunded = res.Remaining, refund
+				}
+			}
+		}
+		if err != nil {
+			httplimit.WriteProblem(w, httplimit.Problem{Type: "about:blank", Title: "Bad Request", Status: http.StatusBadRequest,
+				Detail: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"tokens":           d.Cost,
+			"text":             strings.TrimSpace(strings.Repeat("lorem ", int(min(used, 12)))) + " …",
+			"refunded_tokens":  refunded,
+			"remaining_tokens": remaining,
+		})
+	}
+}
+
+// usedTokens reads ?used=, the tokens the stand-in model used out of the
+// reserved ones: reserved when absent.
+func usedTokens(r *http.Request, reserved int64) (int64, error) {
+	v := r.URL.Query().Get("used")
+	if v == "" {
+		return reserved, nil
+	}
+	used, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || used < 0 || used > reserved {
+		return 0, fmt.Errorf("used=%q: want a whole number of tokens from 0 to the %d reserved", v, reserved)
+	}
+	return used, nil
 }
 
 func health(rdb redis.UniversalClient) http.HandlerFunc {
@@ -276,6 +316,7 @@ func index(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprint(w, "ratelimit-go demo\n\n"+
 		"GET /api/hello              cost 1 on the \"api\" limit\n"+
 		"GET /api/generate?tokens=N  cost 1 on \"api\", N on \"llm\" (default "+strconv.Itoa(defaultTokens)+")\n"+
+		"     &used=M                 the stand-in model used M of the N tokens: N-M are refunded\n"+
 		"GET /metrics                Prometheus metrics (OpenMetrics)\n"+
 		"GET /healthz                liveness and Redis status\n\n"+
 		"Send X-API-Key: <anything> to be limited by key instead of address.\n")

@@ -65,12 +65,17 @@
 //	ratelimit.circuit.open      Int64Gauge, 1: namespace, algorithm
 //	ratelimit.circuit.transitions Int64Counter, {transition}: namespace,
 //	                            algorithm, ratelimit.circuit.state
+//	ratelimit.cost.refunded     Int64Counter, {token}: namespace, algorithm
 //
 // The attribute keys are those of the spans. The circuit metrics follow a
 // limiter's circuit breaker (ratelimit.WithBreaker): the Subscriber is a
 // ratelimit.BreakerSubscriber, and also adds a "ratelimit.circuit" event to
 // the span of the call that changed the breaker's state. A decision the open
-// breaker made has error.type "circuit_open" and no duration measurement. The histogram's advised bucket
+// breaker made has error.type "circuit_open" and no duration measurement.
+// Refunds (ratelimit's Refund; the Subscriber is a
+// ratelimit.RefundSubscriber) are not decisions: they add what they gave
+// back to ratelimit.cost.refunded and a "ratelimit.refund" event to the
+// span of the call that made them. The histogram's advised bucket
 // boundaries are sub-millisecond, like those of the prom package.
 //
 // # Providers

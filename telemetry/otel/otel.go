@@ -79,6 +79,13 @@ const (
 	// CircuitEventName is the name of the span event a breaker change adds
 	// to the span in the context of the call that caused it.
 	CircuitEventName = "ratelimit.circuit"
+	// RefundedMetric is the counter of cost units given back by
+	// ratelimit's Refund, with namespace and algorithm; refunds Redis
+	// failed are not in it.
+	RefundedMetric = "ratelimit.cost.refunded"
+	// RefundEventName is the name of the span event a refund adds to the
+	// span of the call that made it.
+	RefundEventName = "ratelimit.refund"
 )
 
 // DurationBuckets are the bucket boundaries advised for DurationMetric, in
@@ -160,6 +167,7 @@ type Subscriber struct {
 	duration  metric.Float64Histogram
 	circuit   metric.Int64Gauge
 	changes   metric.Int64Counter
+	refunded  metric.Int64Counter
 
 	mu     sync.Mutex // serialises cache writers
 	series atomic.Pointer[map[seriesKey]*series]
@@ -206,6 +214,9 @@ func NewSubscriber(opts ...Option) *Subscriber {
 	s.changes, err = meter.Int64Counter(CircuitTransitionsMetric, metric.WithUnit("{transition}"),
 		metric.WithDescription("Circuit breaker state changes, by the state changed to."))
 	handle(err)
+	s.refunded, err = meter.Int64Counter(RefundedMetric, metric.WithUnit("{token}"),
+		metric.WithDescription("Cost units given back by Refund: reserved by a decision, then not used."))
+	handle(err)
 	return s
 }
 
@@ -231,7 +242,37 @@ func (s *Subscriber) OnBreakerChange(ctx context.Context, c ratelimit.BreakerCha
 	}
 }
 
-var _ ratelimit.BreakerSubscriber = (*Subscriber)(nil)
+// OnRefundEvent implements ratelimit.RefundSubscriber: it adds the amount
+// given back to RefundedMetric and, when the span in ctx is recording, an
+// event named RefundEventName with namespace, algorithm, the amount (as
+// ratelimit.cost), the remaining cost after it, and error.type when Redis
+// failed. A refund is not a decision: it gets no span of its own.
+func (s *Subscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEvent) {
+	ns, alg := NamespaceKey.String(r.Namespace), AlgorithmKey.String(r.Algorithm.String())
+	if r.Err == nil && r.Amount > 0 {
+		s.refunded.Add(ctx, r.Amount, metric.WithAttributes(ns, alg))
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	attrs := []attribute.KeyValue{ns, alg, CostKey.Int64(r.Amount)}
+	if r.Err != nil {
+		errType := ratelimit.ErrorOther
+		if be := backendError(r.Err); be != nil {
+			errType = be.Type
+		}
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType.String()))
+	} else {
+		attrs = append(attrs, RemainingKey.Int64(r.Result.Remaining))
+	}
+	span.AddEvent(RefundEventName, trace.WithAttributes(attrs...))
+}
+
+var (
+	_ ratelimit.BreakerSubscriber = (*Subscriber)(nil)
+	_ ratelimit.RefundSubscriber  = (*Subscriber)(nil)
+)
 
 func handle(err error) {
 	if err != nil {

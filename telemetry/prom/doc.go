@@ -22,6 +22,8 @@
 //	ratelimit_events_dropped_total{namespace,algorithm,subscriber}       counter
 //	ratelimit_circuit_open{namespace,algorithm}                          gauge
 //	ratelimit_circuit_transitions_total{namespace,algorithm,to}          counter
+//	ratelimit_cost_refunded_total{namespace,algorithm}                   counter
+//	ratelimit_refund_errors_total{namespace,algorithm,type}              counter
 //
 // decision is "allowed" or "blocked"; reason is ratelimit.Reason's String
 // ("quota" when Redis decided, "shadow" when shadow mode allowed what the
@@ -41,7 +43,12 @@
 //
 // ratelimit_cost_total counts cost units (tokens) by outcome, so that the
 // cost requested is sum(ratelimit_cost_total) and the cost granted is
-// ratelimit_cost_total{decision="allowed"}. When a limiter first publishes,
+// ratelimit_cost_total{decision="allowed"}. Cost given back by Refund (the
+// Collector is a ratelimit.RefundSubscriber) is counted apart, in
+// ratelimit_cost_refunded_total, so that the cost actually used is granted
+// minus refunded; a refund Redis failed counts in
+// ratelimit_refund_errors_total, not in the backend errors of decisions.
+// When a limiter first publishes,
 // its allowed and blocked series for reason "quota" are created at zero, so
 // that ratios over them exist before the first block.
 //

@@ -44,6 +44,15 @@ const (
 	// CircuitTransitionsName is the counter of circuit breaker state
 	// changes, labelled namespace, algorithm and to.
 	CircuitTransitionsName = "ratelimit_circuit_transitions_total"
+	// RefundedName is the counter of cost units given back by
+	// ratelimit's Refund, labelled namespace and algorithm: what was
+	// granted and then not used is CostName's allowed part minus this.
+	RefundedName = "ratelimit_cost_refunded_total"
+	// RefundErrorsName is the counter of refunds Redis failed (nothing
+	// was given back, or the reply was lost), labelled namespace,
+	// algorithm and type. They are not in BackendErrorsName, which
+	// counts decisions.
+	RefundErrorsName = "ratelimit_refund_errors_total"
 )
 
 // Label names.
@@ -157,6 +166,8 @@ type Collector struct {
 	dropped   *prometheus.CounterVec
 	circuit   *prometheus.GaugeVec
 	changes   *prometheus.CounterVec
+	refunded  *prometheus.CounterVec
+	refundErr *prometheus.CounterVec
 	exemplars bool
 	buckets   []float64
 
@@ -219,6 +230,16 @@ func NewCollector(opts ...Option) (*Collector, error) {
 			Help:        "Circuit breaker state changes, by the state changed to (closed, open, half_open).",
 			ConstLabels: cfg.constLabels,
 		}, []string{LabelNamespace, LabelAlgorithm, LabelTo}),
+		refunded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        RefundedName,
+			Help:        "Cost units (tokens) given back by Refund: reserved by a decision, then not used.",
+			ConstLabels: cfg.constLabels,
+		}, []string{LabelNamespace, LabelAlgorithm}),
+		refundErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        RefundErrorsName,
+			Help:        "Refunds that Redis failed, by error type: the cost was not given back.",
+			ConstLabels: cfg.constLabels,
+		}, []string{LabelNamespace, LabelAlgorithm, LabelType}),
 		exemplars: cfg.exemplars,
 		buckets:   cfg.buckets,
 	}
@@ -239,6 +260,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.dropped.Describe(ch)
 	c.circuit.Describe(ch)
 	c.changes.Describe(ch)
+	c.refunded.Describe(ch)
+	c.refundErr.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -250,6 +273,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.dropped.Collect(ch)
 	c.circuit.Collect(ch)
 	c.changes.Collect(ch)
+	c.refunded.Collect(ch)
+	c.refundErr.Collect(ch)
 }
 
 // OnBreakerChange implements ratelimit.BreakerSubscriber: it sets the
@@ -264,7 +289,25 @@ func (c *Collector) OnBreakerChange(_ context.Context, ch ratelimit.BreakerChang
 	c.changes.WithLabelValues(ch.Namespace, alg, ch.To.String()).Inc()
 }
 
-var _ ratelimit.BreakerSubscriber = (*Collector)(nil)
+// OnRefundEvent implements ratelimit.RefundSubscriber: it adds the amount
+// given back to ratelimit_cost_refunded_total, or counts the failure in
+// ratelimit_refund_errors_total. Refunds are not decisions: they are not in
+// the decision, cost or duration metrics.
+func (c *Collector) OnRefundEvent(_ context.Context, r ratelimit.RefundEvent) {
+	alg := r.Algorithm.String()
+	if r.Err != nil {
+		c.refundErr.WithLabelValues(r.Namespace, alg, errorType(r.Err).String()).Inc()
+		return
+	}
+	if r.Amount > 0 {
+		c.refunded.WithLabelValues(r.Namespace, alg).Add(float64(r.Amount))
+	}
+}
+
+var (
+	_ ratelimit.BreakerSubscriber = (*Collector)(nil)
+	_ ratelimit.RefundSubscriber  = (*Collector)(nil)
+)
 
 // OnDecision implements ratelimit.Subscriber: it counts the decision and
 // its cost, observes the backend duration (with an exemplar when ctx holds

@@ -1,0 +1,84 @@
+package prom
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+)
+
+// TestRefundMetrics: refunds on a real Redis add what they gave back to
+// ratelimit_cost_refunded_total (per quota for a MultiLimiter), failed ones
+// count in ratelimit_refund_errors_total, and neither touches the decision,
+// cost, duration or backend-error metrics.
+func TestRefundMetrics(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	m := mustCollector(t)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	ctx := context.Background()
+	l, err := ratelimit.New(c, ratelimit.PerMinute(1000), ratelimit.WithSubscribers(m), ratelimit.WithNamespace("llm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	multi, err := ratelimit.NewMulti(c, []ratelimit.Quota{
+		{Name: "calls", Limit: ratelimit.PerMinute(10)},
+		{Name: "tokens", Limit: ratelimit.PerHour(5000), Algorithm: ratelimit.FixedWindow},
+	}, ratelimit.WithSubscribers(m), ratelimit.WithNamespace("gen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AllowN(ctx, "u", 800); err != nil {
+		t.Fatal(err)
+	}
+	for _, amount := range []int64{300, 150} {
+		if _, err := l.Refund(ctx, "u", amount); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := multi.AllowCosts(ctx, "u", 1, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := multi.Refund(ctx, "u", 0, 1200); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := l.Refund(ctx, "u", 10); !errors.Is(err, ratelimit.ErrBackend) {
+		t.Fatalf("refund with Redis down: %v", err)
+	}
+	expected := `
+# HELP ratelimit_cost_refunded_total Cost units (tokens) given back by Refund: reserved by a decision, then not used.
+# TYPE ratelimit_cost_refunded_total counter
+ratelimit_cost_refunded_total{algorithm="fixed_window",namespace="gen"} 1200
+ratelimit_cost_refunded_total{algorithm="token_bucket",namespace="llm"} 450
+# HELP ratelimit_decisions_total Rate-limit decisions, by outcome: decision is allowed or blocked, reason is quota when Redis decided, shadow when shadow mode allowed what the quota would have blocked, and fail_open or fail_closed when Redis failed.
+# TYPE ratelimit_decisions_total counter
+ratelimit_decisions_total{algorithm="fixed_window",decision="allowed",namespace="gen",reason="quota"} 1
+ratelimit_decisions_total{algorithm="fixed_window",decision="blocked",namespace="gen",reason="quota"} 0
+ratelimit_decisions_total{algorithm="token_bucket",decision="allowed",namespace="llm",reason="quota"} 1
+ratelimit_decisions_total{algorithm="token_bucket",decision="blocked",namespace="llm",reason="quota"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), RefundedName, DecisionsName, BackendErrorsName); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.refundErr); got != 1 {
+		t.Errorf("refund errors %v, want 1", got)
+	}
+	if counts := histogramCounts(t, reg); counts["llm"] != 1 || counts["gen"] != 1 {
+		t.Errorf("histogram sample counts %v, want one decision each", counts)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
