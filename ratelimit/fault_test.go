@@ -775,6 +775,31 @@ func TestOutOfMemory(t *testing.T) {
 	}
 }
 
+// checkScriptErrors calls every kind once for identity id and checks that
+// each call was decided by its fail strategy because Redis answered with
+// an error reply of the given code (Type script), and that each published
+// one Event saying so.
+func checkScriptErrors(t *testing.T, rec *recorder, kinds []faultKind, id, code string) {
+	t.Helper()
+	ctx := context.Background()
+	before := len(rec.all())
+	for _, k := range kinds {
+		res, err := k.call(ctx, id)
+		if msg := k.checkFailed(res, err, ErrorScript); msg != "" {
+			t.Errorf("%s: %s", code, msg)
+			continue
+		}
+		if be := (*BackendError)(nil); errors.As(err, &be) && be.Code != code {
+			t.Errorf("%s/%v: code %q (%v), want %s", k.name, k.fail, be.Code, err, code)
+		}
+	}
+	events := rec.all()[before:]
+	if len(events) != len(kinds) {
+		t.Errorf("%d events for %d calls", len(events), len(kinds))
+	}
+	checkEvents(t, events, kinds, ErrorScript)
+}
+
 // TestWrongTypeKey puts a list, a type no script uses, where each
 // algorithm keeps an identity's state (as another program sharing the
 // namespace might): the decision fails with Redis's WRONGTYPE error reply
@@ -810,22 +835,7 @@ func TestWrongTypeKey(t *testing.T) {
 	}
 	state := snapshot(t, admin)
 
-	before := len(rec.all())
-	for _, k := range kinds {
-		res, err := k.call(ctx, "u")
-		if msg := k.checkFailed(res, err, ErrorScript); msg != "" {
-			t.Errorf("WRONGTYPE: %s", msg)
-			continue
-		}
-		if be := (*BackendError)(nil); errors.As(err, &be) && be.Code != "WRONGTYPE" {
-			t.Errorf("%s/%v: code %q (%v), want WRONGTYPE", k.name, k.fail, be.Code, err)
-		}
-	}
-	events := rec.all()[before:]
-	if len(events) != len(kinds) {
-		t.Errorf("%d events for %d calls", len(events), len(kinds))
-	}
-	checkEvents(t, events, kinds, ErrorScript)
+	checkScriptErrors(t, rec, kinds, "u", "WRONGTYPE")
 	if after := snapshot(t, admin); !equalMaps(state, after) {
 		t.Errorf("calls refused with WRONGTYPE changed what Redis holds:\nbefore %v\nafter  %v", state, after)
 	}
@@ -884,22 +894,7 @@ func TestBusyScript(t *testing.T) {
 		t.Fatal("Redis never answered BUSY")
 	}
 
-	before := len(rec.all())
-	for _, k := range kinds {
-		res, err := k.call(ctx, "u")
-		if msg := k.checkFailed(res, err, ErrorScript); msg != "" {
-			t.Errorf("BUSY: %s", msg)
-			continue
-		}
-		if be := (*BackendError)(nil); errors.As(err, &be) && be.Code != "BUSY" {
-			t.Errorf("%s/%v: code %q (%v), want BUSY", k.name, k.fail, be.Code, err)
-		}
-	}
-	events := rec.all()[before:]
-	if len(events) != len(kinds) {
-		t.Errorf("%d events for %d calls", len(events), len(kinds))
-	}
-	checkEvents(t, events, kinds, ErrorScript)
+	checkScriptErrors(t, rec, kinds, "u", "BUSY")
 
 	if err := admin.ScriptKill(ctx).Err(); err != nil {
 		t.Fatalf("SCRIPT KILL: %v", err)

@@ -345,17 +345,25 @@ func (l *Limiter) publish(ctx context.Context, alg Algorithm, key string, cost i
 		Key:        key,
 		Cost:       cost,
 		Result:     res,
-		Start:      start,
-		Duration:   time.Since(start),
 		ServerAddr: l.server,
 	}
-	if err != nil { // keep a nil *BackendError out of the interface
-		ev.Err = err
-		if err.Type == ErrorCircuitOpen { // no Redis call to time
-			ev.Start, ev.Duration = time.Time{}, 0
-		}
-	}
+	ev.Start, ev.Duration, ev.Err = callTiming(start, err)
 	l.bus.Publish(ctx, ev)
+}
+
+// callTiming returns the Start, Duration and Err of an event about a Redis
+// call that began at start and failed with err (nil if it did not). A call
+// the open circuit breaker skipped has no time; a nil *BackendError never
+// becomes a non-nil error.
+func callTiming(start time.Time, err *BackendError) (time.Time, time.Duration, error) {
+	switch {
+	case err == nil:
+		return start, time.Since(start), nil
+	case err.Type == ErrorCircuitOpen:
+		return time.Time{}, 0, err
+	default:
+		return start, time.Since(start), err
+	}
 }
 
 func (l *Limiter) failResult() Result {

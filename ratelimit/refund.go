@@ -96,15 +96,8 @@ func (l *Limiter) publishRefund(ctx context.Context, alg Algorithm, key string, 
 		Key:        key,
 		Amount:     amount,
 		Result:     res,
-		Start:      start,
-		Duration:   time.Since(start),
 		ServerAddr: l.server,
 	}
-	if err != nil { // keep a nil *BackendError out of the interface
-		r.Err = err
-		if err.Type == ErrorCircuitOpen { // no Redis call to time
-			r.Start, r.Duration = time.Time{}, 0
-		}
-	}
+	r.Start, r.Duration, r.Err = callTiming(start, err)
 	l.bus.PublishRefund(ctx, r)
 }
