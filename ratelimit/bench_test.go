@@ -49,6 +49,35 @@ func BenchmarkAllow(b *testing.B) {
 	})
 }
 
+// BenchmarkRefund measures a Refund on a real redis-server, without
+// subscribers and with one RefundSubscriber (the publish and its timing).
+// Keys rotate over 1000 identities.
+func BenchmarkRefund(b *testing.B) {
+	srv := redistestStartB(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	var refunded atomic.Int64
+	counter := Hooks{OnRefund: func(_ context.Context, r RefundEvent) { refunded.Add(r.Amount) }}
+	for _, bc := range []struct {
+		name string
+		opts []Option
+	}{{"no-subscriber", nil}, {"subscriber", []Option{WithSubscribers(counter)}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			l := mustNew(b, c, PerSecond(1e6), bc.opts...)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := l.Refund(ctx, "user:"+strconv.Itoa(i%1000), 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	if refunded.Load() == 0 {
+		b.Fatal("the subscriber saw no refund")
+	}
+}
+
 // BenchmarkKey measures hashing an identity into its Redis key.
 func BenchmarkKey(b *testing.B) {
 	for _, secret := range [][]byte{nil, []byte("0123456789abcdef")} {

@@ -239,6 +239,35 @@ func ExampleLimiter_Refund() {
 	// over-refunded, remaining: 10000
 }
 
+// A RefundSubscriber sees what every Refund gave back; here Hooks counts
+// it, as the prom subscriber's ratelimit_cost_refunded_total does.
+func ExampleRefundSubscriber() {
+	mr, rdb := embeddedRedis()
+	defer mr.Close()
+	defer rdb.Close()
+
+	var refunded int64
+	hooks := ratelimit.Hooks{OnRefund: func(_ context.Context, r ratelimit.RefundEvent) {
+		if r.Err == nil {
+			refunded += r.Amount
+		}
+	}}
+	llm, err := ratelimit.New(rdb, ratelimit.PerMinute(10000), ratelimit.WithNamespace("llm"), ratelimit.WithSubscribers(hooks))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	for _, used := range []int64{900, 1500} {
+		res, _ := llm.AllowN(ctx, "key:42", 2000)
+		if res.Reason == ratelimit.ReasonQuota { // Redis took the tokens: give back the unused ones
+			_, _ = llm.Refund(ctx, "key:42", 2000-used)
+		}
+	}
+	fmt.Println("refunded:", refunded)
+	// Output:
+	// refunded: 1600
+}
+
 func ExampleLimiter_WithLimit() {
 	mr, rdb := embeddedRedis()
 	defer mr.Close()
