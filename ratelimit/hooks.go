@@ -5,8 +5,7 @@ import "context"
 // Hooks is a Subscriber made of optional callbacks: the counterparts of
 // the seed library's on_allow, on_block and on_error, one for the state
 // changes of a circuit breaker (WithBreaker), and one for refunds. Nil
-// fields are
-// skipped. Subscribe it like any other Subscriber:
+// fields are skipped. Subscribe it like any other Subscriber:
 //
 //	ratelimit.WithSubscribers(ratelimit.Hooks{OnBlock: func(ctx context.Context, e ratelimit.Event) { ... }})
 type Hooks struct {
@@ -21,7 +20,8 @@ type Hooks struct {
 	// OnBreaker is called when the limiter's circuit breaker changes
 	// state.
 	OnBreaker func(ctx context.Context, c BreakerChange)
-	// OnRefund is called after every Refund, also a failed one (r.Err).
+	// OnRefund is called after every Refund that went to Redis, also a
+	// failed one (r.Err); one rejected as bad input is not published.
 	OnRefund func(ctx context.Context, r RefundEvent)
 }
 
