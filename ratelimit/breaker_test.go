@@ -426,7 +426,10 @@ func TestBreakerConcurrentChanges(t *testing.T) {
 					maxProbes = max(maxProbes, probes)
 				}
 				mu.Unlock()
-				outcome := []int{outcomeFailure, outcomeSuccess, outcomeNeutral}[(g+i)%3]
+				// Two failures in a row in every goroutine's own sequence:
+				// the breaker opens (Failures: 2) even when the scheduler
+				// runs one goroutine at a time.
+				outcome := []int{outcomeFailure, outcomeFailure, outcomeSuccess, outcomeNeutral}[(g+i)%4]
 				var err *BackendError
 				if outcome == outcomeFailure {
 					err = &BackendError{Type: ErrorTimeout}

@@ -3,9 +3,9 @@ package ratelimit
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 )
 
 // TestMain fails the package if a test leaves a goroutine behind: the
 // limiter starts one per call for clients that ignore deadlines.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

@@ -12,12 +12,12 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 func newLimiter(t *testing.T, opts ...ratelimit.Option) (*ratelimit.Limiter, *miniredis.Miniredis) {
 	t.Helper()

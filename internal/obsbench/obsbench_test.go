@@ -17,8 +17,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/goleak"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
@@ -26,7 +26,7 @@ import (
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // discard is a SpanExporter that drops every span, so that the benchmark
 // pays for the SDK (span, batch queue) but not for a network exporter,

@@ -3,7 +3,7 @@ package securitytest
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

@@ -14,15 +14,15 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
 // TestMain fails the package if a test leaves a goroutine behind (httptest
 // servers, limiter calls).
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // backend is a Redis to run a test on: miniredis always, a real
 // redis-server started by the test when it is installed.

@@ -19,12 +19,12 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/goleak"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // harness is a Subscriber on in-memory SDKs, and the events it was given
 // (recorded by a second subscriber on the same bus).

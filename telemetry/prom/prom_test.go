@@ -23,14 +23,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/goleak"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 func mustCollector(t testing.TB, opts ...Option) *Collector {
 	t.Helper()
