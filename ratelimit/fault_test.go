@@ -86,6 +86,18 @@ func faultKinds(t testing.TB, client redis.UniversalClient, prefix string, fail 
 	return kinds
 }
 
+// faultKindsBoth returns the faultKinds of both fail strategies on client
+// (namespaces "open-..." and "closed-..."), publishing to one bus with a
+// recorder, returned too.
+func faultKindsBoth(t testing.TB, client redis.UniversalClient, opts ...Option) ([]faultKind, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	bus := NewBus()
+	bus.Subscribe(rec)
+	opts = append(slices.Clone(opts), WithBus(bus))
+	return append(faultKinds(t, client, "open", FailOpen, opts...), faultKinds(t, client, "closed", FailClosed, opts...)...), rec
+}
+
 func (k faultKind) failReason() Reason {
 	if k.fail == FailClosed {
 		return ReasonFailClosed
@@ -277,11 +289,7 @@ func TestPausedRedis(t *testing.T) {
 					admin := srv.Client(t)
 					c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: direct, PoolSize: poolSize})
 					t.Cleanup(func() { _ = c.Close() })
-					rec := &recorder{}
-					bus := NewBus()
-					bus.Subscribe(rec)
-					opts := []Option{WithBus(bus), WithTimeout(timeout), WithPipelining(pipelining)}
-					kinds := append(faultKinds(t, c, "open", FailOpen, opts...), faultKinds(t, c, "closed", FailClosed, opts...)...)
+					kinds, rec := faultKindsBoth(t, c, WithTimeout(timeout), WithPipelining(pipelining))
 					// Load every script and dial the pool's connections first.
 					for _, k := range kinds {
 						if _, err := k.call(context.Background(), "warm"); err != nil {
@@ -396,11 +404,7 @@ func TestRestartEveryAlgorithm(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	rec := &recorder{}
-	bus := NewBus()
-	bus.Subscribe(rec)
-	opts := []Option{WithBus(bus), WithTimeout(time.Second)}
-	kinds := append(faultKinds(t, c, "open", FailOpen, opts...), faultKinds(t, c, "closed", FailClosed, opts...)...)
+	kinds, rec := faultKindsBoth(t, c, WithTimeout(time.Second))
 	for _, k := range kinds {
 		for i := range faultQuota + 1 {
 			res, err := k.call(ctx, "u")
@@ -531,11 +535,7 @@ func TestClientKill(t *testing.T) {
 	const name, pool = "rl-under-test", 16
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ClientName: name, PoolSize: pool, MaxRetries: -1})
 	t.Cleanup(func() { _ = c.Close() })
-	rec := &recorder{}
-	bus := NewBus()
-	bus.Subscribe(rec)
-	kinds := append(faultKinds(t, c, "open", FailOpen, WithBus(bus), WithTimeout(2*time.Second)),
-		faultKinds(t, c, "closed", FailClosed, WithBus(bus), WithTimeout(2*time.Second))...)
+	kinds, rec := faultKindsBoth(t, c, WithTimeout(2*time.Second))
 	parallel := func(id func(i int) string) ([]Result, []error) {
 		res := make([]Result, len(kinds))
 		errs := make([]error, len(kinds))
@@ -708,11 +708,7 @@ func TestOutOfMemory(t *testing.T) {
 	srv := redistestStart(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
-	rec := &recorder{}
-	bus := NewBus()
-	bus.Subscribe(rec)
-	opts := []Option{WithBus(bus), WithTimeout(2 * time.Second)}
-	kinds := append(faultKinds(t, admin, "open", FailOpen, opts...), faultKinds(t, admin, "closed", FailClosed, opts...)...)
+	kinds, rec := faultKindsBoth(t, admin, WithTimeout(2*time.Second))
 	for _, k := range kinds {
 		if _, err := k.call(ctx, "existing"); err != nil {
 			t.Fatal(err)
@@ -811,11 +807,7 @@ func TestWrongTypeKey(t *testing.T) {
 	srv := redistestStart(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
-	rec := &recorder{}
-	bus := NewBus()
-	bus.Subscribe(rec)
-	opts := []Option{WithBus(bus), WithTimeout(2 * time.Second)}
-	kinds := append(faultKinds(t, admin, "open", FailOpen, opts...), faultKinds(t, admin, "closed", FailClosed, opts...)...)
+	kinds, rec := faultKindsBoth(t, admin, WithTimeout(2*time.Second))
 	for _, k := range kinds {
 		if _, err := k.call(ctx, "u"); err != nil {
 			t.Fatal(err)
@@ -860,13 +852,9 @@ func TestBusyScript(t *testing.T) {
 	srv := redistestStart(t, "--busy-reply-threshold", "100")
 	admin := srv.Client(t)
 	ctx := context.Background()
-	rec := &recorder{}
-	bus := NewBus()
-	bus.Subscribe(rec)
 	// A timeout well past the threshold: the calls must end on BUSY, not on
 	// the timeout.
-	opts := []Option{WithBus(bus), WithTimeout(2 * time.Second)}
-	kinds := append(faultKinds(t, admin, "open", FailOpen, opts...), faultKinds(t, admin, "closed", FailClosed, opts...)...)
+	kinds, rec := faultKindsBoth(t, admin, WithTimeout(2*time.Second))
 	for _, k := range kinds {
 		if _, err := k.call(ctx, "u"); err != nil {
 			t.Fatal(err)

@@ -264,11 +264,7 @@ func TestNewBadInput(t *testing.T) {
 	rec := &recorder{}
 	l.Subscribe(rec)
 	c.Subscribe(rec)
-	cases := []struct {
-		name string
-		call func() error
-		want error
-	}{
+	cases := []badCase{
 		{"window burst", func() error {
 			_, err := New(b.client, PerSecond(10).WithBurst(20), WithAlgorithm(FixedWindow))
 			return err
@@ -314,23 +310,7 @@ func TestNewBadInput(t *testing.T) {
 		{"acquire empty identity", func() error { _, _, err := c.Acquire(ctx, "", 1); return err }, ErrInvalidIdentity},
 		{"peek empty identity", func() error { _, err := c.Peek(ctx, ""); return err }, ErrInvalidIdentity},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.call()
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want errors.Is %v", err, tc.want)
-			}
-			if !strings.HasPrefix(err.Error(), "ratelimit:") {
-				t.Fatalf("message %q lacks the ratelimit: prefix", err)
-			}
-		})
-	}
-	if keys := b.client.Keys(ctx, "*").Val(); len(keys) != 0 {
-		t.Fatalf("bad input wrote to Redis: %v", keys)
-	}
-	if n := len(rec.all()); n != 0 {
-		t.Fatalf("bad input published %d events", n)
-	}
+	checkBadInput(t, b.client, rec, cases)
 }
 
 // TestClockBackwards: after a failover to a node whose clock is behind, a

@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,4 +132,27 @@ func redistestStartB(b *testing.B, extra ...string) *redistest.Server {
 func redistestStartTLS(t *testing.T, extra ...string) *redistest.Server {
 	t.Helper()
 	return redistest.StartTLS(t, extra...)
+}
+
+// checkBadInput runs cases: each error wraps its sentinel and starts with
+// "ratelimit:"; afterwards Redis holds no key and rec saw no event.
+func checkBadInput(t *testing.T, c redis.UniversalClient, rec *recorder, cases []badCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want errors.Is %v", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "ratelimit:") {
+				t.Fatalf("message %q lacks the ratelimit: prefix", err)
+			}
+		})
+	}
+	if keys := c.Keys(context.Background(), "*").Val(); len(keys) != 0 {
+		t.Fatalf("bad input wrote to Redis: %v", keys)
+	}
+	if n := len(rec.all()); n != 0 {
+		t.Fatalf("bad input published %d events", n)
+	}
 }

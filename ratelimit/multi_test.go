@@ -174,11 +174,7 @@ func TestMultiBadInput(t *testing.T) {
 	for i := range many {
 		many[i] = Quota{Name: "q" + strings.Repeat("x", i), Limit: PerSecond(1)}
 	}
-	cases := []struct {
-		name string
-		call func() error
-		want error
-	}{
+	cases := []badCase{
 		{"nil client", func() error { _, err := NewMulti(nil, good); return err }, ErrNilClient},
 		{"no quotas", func() error { _, err := NewMulti(b.client, nil); return err }, ErrInvalidLimit},
 		{"too many quotas", func() error { _, err := NewMulti(b.client, many); return err }, ErrInvalidLimit},
@@ -207,23 +203,7 @@ func TestMultiBadInput(t *testing.T) {
 		{"empty identity", func() error { _, err := m.Allow(ctx, ""); return err }, ErrInvalidIdentity},
 		{"reset empty identity", func() error { return m.Reset(ctx, "") }, ErrInvalidIdentity},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.call()
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want errors.Is %v", err, tc.want)
-			}
-			if !strings.HasPrefix(err.Error(), "ratelimit:") {
-				t.Fatalf("message %q lacks the ratelimit: prefix", err)
-			}
-		})
-	}
-	if keys := b.client.Keys(ctx, "*").Val(); len(keys) != 0 {
-		t.Fatalf("bad input wrote to Redis: %v", keys)
-	}
-	if n := len(rec.all()); n != 0 {
-		t.Fatalf("bad input published %d events", n)
-	}
+	checkBadInput(t, b.client, rec, cases)
 }
 
 func TestMultiWithLimits(t *testing.T) {

@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -234,11 +233,7 @@ func TestBadInput(t *testing.T) {
 	l := mustNew(t, b.client, PerSecond(10))
 	rec := &recorder{}
 	l.Subscribe(rec)
-	cases := []struct {
-		name string
-		call func() error
-		want error
-	}{
+	cases := []badCase{
 		{"negative cost", func() error { _, err := l.AllowN(ctx, "u", -1); return err }, ErrInvalidCost},
 		{"cost above burst", func() error { _, err := l.AllowN(ctx, "u", 11); return err }, ErrInvalidCost},
 		{"wait cost above burst", func() error { _, err := l.Wait(ctx, "u", 11); return err }, ErrInvalidCost},
@@ -265,23 +260,7 @@ func TestBadInput(t *testing.T) {
 		{"bad url", func() error { _, err := NewFromURL("http://nope", PerSecond(1)); return err }, ErrInvalidURL},
 		{"url bad db", func() error { _, err := NewFromURL("redis://:secret@localhost:6379/x", PerSecond(1)); return err }, ErrInvalidURL},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.call()
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want errors.Is %v", err, tc.want)
-			}
-			if msg := err.Error(); len(msg) < 10 || msg[:10] != "ratelimit:" {
-				t.Fatalf("message %q lacks the ratelimit: prefix", msg)
-			}
-		})
-	}
-	if keys := b.client.Keys(ctx, "*").Val(); len(keys) != 0 {
-		t.Fatalf("bad input wrote to Redis: %v", keys)
-	}
-	if n := len(rec.all()); n != 0 {
-		t.Fatalf("bad input published %d events", n)
-	}
+	checkBadInput(t, b.client, rec, cases)
 	// The URL error must not echo the password.
 	_, err := NewFromURL("redis://:hunter2hunter2@localhost:6379/x", PerSecond(1))
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
