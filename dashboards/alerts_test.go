@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 )
 
 type ruleFile struct {
@@ -160,7 +162,7 @@ func TestAlertTestsCoverEveryAlert(t *testing.T) {
 // TestPromtoolRules runs what .ci/run runs: promtool's syntax check and the
 // unit tests of the rules.
 func TestPromtoolRules(t *testing.T) {
-	promtool := promtoolBinary(t)
+	promtool := redistest.Binary(t, "promtool")
 	out, err := exec.Command(promtool, "check", "rules", "alerts.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check rules alerts.yml: %v\n%s", err, out)

@@ -383,7 +383,7 @@ func listOf(v any) []map[string]any {
 // Grafana variables replaced as Grafana would. (e2e/ runs them against a
 // real Prometheus with data.)
 func TestDashboardPromQLParses(t *testing.T) {
-	promtool := promtoolBinary(t)
+	promtool := redistest.Binary(t, "promtool")
 	var rules strings.Builder
 	rules.WriteString("groups:\n- name: dashboard-queries\n  rules:\n")
 	n := 0
@@ -418,20 +418,4 @@ func substitute(expr string) string {
 		"$__range", "1h",
 		"$namespace", "api|llm",
 	).Replace(expr)
-}
-
-// promtoolBinary returns the path of promtool, or skips the test when it is
-// missing (fails under RATELIMIT_REQUIRE_REDIS=1, as in CI, which installs
-// it).
-func promtoolBinary(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		msg := "promtool not found (apt-get install -y prometheus): " + err.Error()
-		if os.Getenv(redistest.RequireEnv) == "1" {
-			t.Fatalf("%s=1 and %s", redistest.RequireEnv, msg)
-		}
-		t.Skip(msg)
-	}
-	return path
 }

@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -38,9 +39,7 @@ func buildLoadProc(t *testing.T) string {
 // burst + rate × elapsed (+1), with elapsed measured on Redis TIME, and
 // comes close to it.
 func TestMultiProcessAdmission(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process load test skipped in -short mode")
-	}
+	skipShortUnlessRequired(t)
 	srv := redistest.Start(t)
 	runLoadProcs(t, srv.Addr, 4, 25, 2*time.Second)
 }
@@ -50,11 +49,19 @@ func TestMultiProcessAdmission(t *testing.T) {
 // through ClusterClients (MOVED redirections, a script cache per node), and
 // the bound must hold just the same. Kept short for CI.
 func TestMultiProcessAdmissionCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process load test skipped in -short mode")
-	}
+	skipShortUnlessRequired(t)
 	cluster := redistest.StartCluster(t, 3)
 	runLoadProcs(t, strings.Join(cluster.Addrs(), ","), 3, 20, 1500*time.Millisecond)
+}
+
+// skipShortUnlessRequired skips a load test under -short, except when real
+// Redis is required (RATELIMIT_REQUIRE_REDIS=1, as in CI): then nothing that
+// needs Redis may skip.
+func skipShortUnlessRequired(t *testing.T) {
+	t.Helper()
+	if testing.Short() && os.Getenv(redistest.RequireEnv) != "1" {
+		t.Skip("multi-process load test skipped in -short mode")
+	}
 }
 
 // runLoadProcs runs procs load processes of goroutines each on addrs (one

@@ -246,6 +246,9 @@ func BenchmarkOverhead(b *testing.B) {
 		order[i] = i
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
+	// Per loop: one round of every case, blockSize decisions each; the
+	// allocations per decision are TestAllocations' business.
+	b.ReportAllocs()
 	for b.Loop() {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		w, c := make([]float64, len(benches)), make([]float64, len(benches))

@@ -50,13 +50,18 @@ type Server struct {
 	exited chan struct{}
 }
 
-// Binary returns the path of redis-server, or skips (or fails, under
-// RATELIMIT_REQUIRE_REDIS=1) the test when it is missing.
+// Binary returns the path of the program name (redis-server, redis-cli,
+// promtool...), or skips (or fails, under RATELIMIT_REQUIRE_REDIS=1) the
+// test when it is missing.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y redis-server redis-tools): %v", name, err)
+		pkgs := "redis-server redis-tools"
+		if name == "promtool" || name == "prometheus" {
+			pkgs = "prometheus"
+		}
+		msg := fmt.Sprintf("%s not found in PATH (apt-get install -y %s): %v", name, pkgs, err)
 		if os.Getenv(RequireEnv) == "1" {
 			tb.Fatalf("%s=1 and %s", RequireEnv, msg)
 		}

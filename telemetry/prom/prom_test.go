@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -362,7 +361,7 @@ func TestExposition(t *testing.T) {
 		checkOpenMetrics(t, body)
 	})
 	t.Run("promtool", func(t *testing.T) {
-		promtool := promtoolBinary(t)
+		promtool := redistest.Binary(t, "promtool")
 		body, ct := scrape(t, srv.URL, "text/plain; version=0.0.4")
 		if !strings.HasPrefix(ct, "text/plain") {
 			t.Fatalf("Content-Type %q, want text/plain", ct)
@@ -381,29 +380,13 @@ func TestExposition(t *testing.T) {
 	})
 	t.Run("promtool-catches", func(t *testing.T) {
 		// The check can fail: a counter without _total is reported.
-		promtool := promtoolBinary(t)
+		promtool := redistest.Binary(t, "promtool")
 		cmd := exec.Command(promtool, "check", "metrics")
 		cmd.Stdin = strings.NewReader("# HELP ratelimit_bad A counter.\n# TYPE ratelimit_bad counter\nratelimit_bad 1\n")
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Fatalf("promtool accepted a counter without _total: %s", out)
 		}
 	})
-}
-
-// promtoolBinary returns the path of promtool, or skips the test when it is
-// missing (fails under RATELIMIT_REQUIRE_REDIS=1, as in CI, which installs
-// it).
-func promtoolBinary(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		msg := "promtool not found (apt-get install -y prometheus): " + err.Error()
-		if os.Getenv(redistest.RequireEnv) == "1" {
-			t.Fatalf("%s=1 and %s", redistest.RequireEnv, msg)
-		}
-		t.Skip(msg)
-	}
-	return path
 }
 
 // omLine is one OpenMetrics sample: name, optional labels, value, optional
