@@ -99,6 +99,7 @@ type dispatcher struct {
 	active int          // slots taken: lone calls and flushers in flight
 	spare  [][]*call    // batch buffers of finished flushers, for reuse
 	flushN atomic.Int64 // pipelines sent (for tests and benchmarks)
+	sentN  atomic.Int64 // calls sent in them
 
 	// alt, when set (by tests only), replaces the dispatcher: it is how
 	// the benchmarks measure go-redis's own AutoPipeline in its place.
@@ -273,6 +274,7 @@ func (d *dispatcher) run(batch []*call) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	d.flushN.Add(1)
+	d.sentN.Add(int64(len(sent)))
 	d.l.pipelined(ctx, live)
 	cancel()
 	for _, c := range sent {

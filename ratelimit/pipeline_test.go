@@ -456,7 +456,7 @@ func TestPipelineFailStrategies(t *testing.T) {
 // TestPipelineConcurrentBound hammers one identity from 64 goroutines on two
 // pipelining limiters (two clients), and checks the total allowed against
 // the token bucket's bound on Redis's clock; it also checks that calls did
-// share pipelines.
+// share pipelines (more calls sent than pipelines).
 func TestPipelineConcurrentBound(t *testing.T) {
 	srv := redistestStart(t)
 	ctx := context.Background()
@@ -505,8 +505,9 @@ func TestPipelineConcurrentBound(t *testing.T) {
 	}
 	bound := lim.Capacity() + int64(float64(lim.Rate)*after.Sub(before).Seconds()) + 1
 	flushes := limiters[0].pipe.flushN.Load() + limiters[1].pipe.flushN.Load()
-	t.Logf("allowed %d, denied %d, failed %d, bound %d over %v; %d calls in %d pipelines (plus lone calls)",
-		allowed.Load(), denied.Load(), failed.Load(), bound, after.Sub(before), calls.Load(), flushes)
+	piped := limiters[0].pipe.sentN.Load() + limiters[1].pipe.sentN.Load()
+	t.Logf("allowed %d, denied %d, failed %d, bound %d over %v; %d calls, %d of them in %d pipelines (the others lone)",
+		allowed.Load(), denied.Load(), failed.Load(), bound, after.Sub(before), calls.Load(), piped, flushes)
 	if failed.Load() != 0 {
 		t.Errorf("%d calls failed", failed.Load())
 	}
@@ -516,8 +517,8 @@ func TestPipelineConcurrentBound(t *testing.T) {
 	if float64(allowed.Load()) < 0.9*float64(bound) {
 		t.Fatalf("allowed %d is under 90%% of bound %d", allowed.Load(), bound)
 	}
-	if flushes == 0 {
-		t.Fatalf("64 concurrent callers never shared a pipeline")
+	if piped <= flushes {
+		t.Fatalf("64 concurrent callers never shared a pipeline: %d calls in %d pipelines", piped, flushes)
 	}
 }
 

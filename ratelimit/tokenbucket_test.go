@@ -194,21 +194,26 @@ func TestRealTimeRefill(t *testing.T) {
 	c := srv.Client(t)
 	ctx := context.Background()
 	l := mustNew(t, c, PerSecond(100).WithBurst(5)) // a token every 10 ms
-	res, err := l.AllowN(ctx, "refill", 5)
-	if err != nil || !res.Allowed {
-		t.Fatalf("drain: %+v %v", res, err)
-	}
-	start, err := c.Time(ctx).Result()
+	drained, err := c.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
+	}
+	res, err := l.AllowN(ctx, "refill", 5)
+	if err != nil || !res.Allowed || res.Remaining != 0 {
+		t.Fatalf("drain: %+v %v, want allowed with nothing left", res, err)
 	}
 	res, err = l.Allow(ctx, "refill")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Allowed {
-		// Only possible if Redis's clock already moved 10 ms since the drain.
-		t.Logf("allowed at once (Redis clock moved >10ms)")
+	start, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Allowed at once only if Redis's clock moved a token's 10 ms since
+	// just before the drain (a stalled machine).
+	if res.Allowed && start.Sub(drained) < 10*time.Millisecond {
+		t.Fatalf("allowed %v after the drain, before a token could refill: %+v", start.Sub(drained), res)
 	}
 	// Wait on Redis's own clock, not ours, for two intervals to pass.
 	for {
