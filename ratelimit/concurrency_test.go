@@ -143,26 +143,29 @@ func TestLeaseIDs(t *testing.T) {
 }
 
 func TestConcurrencyWithMax(t *testing.T) {
-	b := miniBackend(t)
-	ctx := context.Background()
-	free := mustNewConcurrency(t, b.client, 1, b.opts...)
-	pro, err := free.WithMax(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, res, _ := free.Acquire(ctx, "u", 1); !res.Allowed {
-		t.Fatal("free tier: first lease denied")
-	}
-	if _, res, _ := free.Acquire(ctx, "u", 1); res.Allowed {
-		t.Fatal("free tier: second lease allowed")
-	}
-	// The same identity's leases count against the upgraded max.
-	_, res, err := pro.Acquire(ctx, "u", 2)
-	if err != nil || !res.Allowed || res.Remaining != 0 || res.Limit.Rate != 3 {
-		t.Fatalf("pro tier: %+v %v", res, err)
-	}
-	if _, err := free.WithMax(0); !errors.Is(err, ErrInvalidLimit) {
-		t.Fatalf("WithMax(0): %v", err)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			free := mustNewConcurrency(t, b.client, 1, b.opts...)
+			pro, err := free.WithMax(3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, res, _ := free.Acquire(ctx, "u", 1); !res.Allowed {
+				t.Fatal("free tier: first lease denied")
+			}
+			if _, res, _ := free.Acquire(ctx, "u", 1); res.Allowed {
+				t.Fatal("free tier: second lease allowed")
+			}
+			// The same identity's leases count against the upgraded max.
+			_, res, err := pro.Acquire(ctx, "u", 2)
+			if err != nil || !res.Allowed || res.Remaining != 0 || res.Limit.Rate != 3 {
+				t.Fatalf("pro tier: %+v %v", res, err)
+			}
+			if _, err := free.WithMax(0); !errors.Is(err, ErrInvalidLimit) {
+				t.Fatalf("WithMax(0): %v", err)
+			}
+		})
 	}
 }
 

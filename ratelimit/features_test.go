@@ -69,36 +69,39 @@ func TestShadow(t *testing.T) {
 }
 
 func TestShadowMultiAndConcurrency(t *testing.T) {
-	b := miniBackend(t)
-	ctx := context.Background()
-	m := mustNewMulti(t, b.client, []Quota{{Name: "a", Limit: PerMinute(1)}, {Name: "b", Limit: PerHour(5), Algorithm: FixedWindow}}, append(b.opts, WithShadow())...)
-	for i := range 3 {
-		res, err := m.Allow(ctx, "u")
-		if err != nil || !res.Allowed || res.Shadowed() != (i > 0) {
-			t.Fatalf("multi call %d: %+v %v", i, res, err)
-		}
-		if i > 0 && (res.Quota != "a" || res.Quotas[0].Allowed || res.Quotas[1].Remaining != 4) {
-			t.Fatalf("multi call %d: the would-be denial is not shown, or b was spent: %+v", i, res)
-		}
-	}
-	c := mustNewConcurrency(t, b.client, 1, append(b.opts, WithShadow())...)
-	held, _, err := c.Acquire(ctx, "u", 1)
-	if err != nil || held == nil || !held.Tracked() {
-		t.Fatalf("first lease: %v %v", held, err)
-	}
-	over, res, err := c.Acquire(ctx, "u", 1)
-	if err != nil || over == nil || !res.Shadowed() || over.Tracked() {
-		t.Fatalf("shadow lease over max: %v %+v %v", over, res, err)
-	}
-	// An untracked lease is inert: nothing to release or extend.
-	if err := over.Extend(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := over.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if res, _ := c.Peek(ctx, "u"); res.Remaining != 0 {
-		t.Fatalf("releasing the shadow lease freed capacity: %+v", res)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			m := mustNewMulti(t, b.client, []Quota{{Name: "a", Limit: PerMinute(1)}, {Name: "b", Limit: PerHour(5), Algorithm: FixedWindow}}, append(b.opts, WithShadow())...)
+			for i := range 3 {
+				res, err := m.Allow(ctx, "u")
+				if err != nil || !res.Allowed || res.Shadowed() != (i > 0) {
+					t.Fatalf("multi call %d: %+v %v", i, res, err)
+				}
+				if i > 0 && (res.Quota != "a" || res.Quotas[0].Allowed || res.Quotas[1].Remaining != 4) {
+					t.Fatalf("multi call %d: the would-be denial is not shown, or b was spent: %+v", i, res)
+				}
+			}
+			c := mustNewConcurrency(t, b.client, 1, append(b.opts, WithShadow())...)
+			held, _, err := c.Acquire(ctx, "u", 1)
+			if err != nil || held == nil || !held.Tracked() {
+				t.Fatalf("first lease: %v %v", held, err)
+			}
+			over, res, err := c.Acquire(ctx, "u", 1)
+			if err != nil || over == nil || !res.Shadowed() || over.Tracked() {
+				t.Fatalf("shadow lease over max: %v %+v %v", over, res, err)
+			}
+			// An untracked lease is inert: nothing to release or extend.
+			if err := over.Extend(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := over.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if res, _ := c.Peek(ctx, "u"); res.Remaining != 0 {
+				t.Fatalf("releasing the shadow lease freed capacity: %+v", res)
+			}
+		})
 	}
 }
 

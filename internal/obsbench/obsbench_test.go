@@ -333,6 +333,9 @@ func TestAllThree(t *testing.T) {
 	if got := decisions(t, reg, "blocked"); got != 1 {
 		t.Errorf("prom: %v blocked decisions, want 1", got)
 	}
+	if got := decisions(t, reg, "allowed"); got != 2 {
+		t.Errorf("prom: %v allowed decisions, want 2", got)
+	}
 	if n := len(spans.Ended()); n != 4 {
 		t.Errorf("otel: %d spans, want 3 decisions and the request", n)
 	}

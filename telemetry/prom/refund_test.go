@@ -64,8 +64,14 @@ ratelimit_decisions_total{algorithm="fixed_window",decision="allowed",namespace=
 ratelimit_decisions_total{algorithm="fixed_window",decision="blocked",namespace="gen",reason="quota"} 0
 ratelimit_decisions_total{algorithm="token_bucket",decision="allowed",namespace="llm",reason="quota"} 1
 ratelimit_decisions_total{algorithm="token_bucket",decision="blocked",namespace="llm",reason="quota"} 0
+# HELP ratelimit_cost_total Cost units (tokens) asked for in rate-limit decisions, by outcome: the cost granted is the allowed part.
+# TYPE ratelimit_cost_total counter
+ratelimit_cost_total{algorithm="fixed_window",decision="allowed",namespace="gen",reason="quota"} 2000
+ratelimit_cost_total{algorithm="fixed_window",decision="blocked",namespace="gen",reason="quota"} 0
+ratelimit_cost_total{algorithm="token_bucket",decision="allowed",namespace="llm",reason="quota"} 800
+ratelimit_cost_total{algorithm="token_bucket",decision="blocked",namespace="llm",reason="quota"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), RefundedName, DecisionsName, BackendErrorsName); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), RefundedName, DecisionsName, CostName, BackendErrorsName); err != nil {
 		t.Fatal(err)
 	}
 	if got := testutil.ToFloat64(m.refundErr); got != 1 {
