@@ -2,7 +2,9 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
 	"time"
 
@@ -121,6 +123,10 @@ func (l *Limiter) setLimit(limit Limit, pol policy) {
 func NewFromURL(rawURL string, limit Limit, opts ...Option) (*Limiter, error) {
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
+		var ue *url.Error // it repeats the URL
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidURL, err)
 	}
 	o.ContextTimeoutEnabled = true

@@ -8,10 +8,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net/url"
 	"os"
 
 	"github.com/alicebob/miniredis/v2"
@@ -90,9 +92,13 @@ func run(ctx context.Context, out io.Writer) error {
 
 // connect returns a client for REDIS_URL, or for an embedded miniredis.
 func connect() (redis.UniversalClient, string, func(), error) {
-	if url := os.Getenv("REDIS_URL"); url != "" {
-		opts, err := redis.ParseURL(url)
+	if rawURL := os.Getenv("REDIS_URL"); rawURL != "" {
+		opts, err := redis.ParseURL(rawURL)
 		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // the URL may hold a password: not repeated
+			}
 			return nil, "", nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
 		opts.ContextTimeoutEnabled = true

@@ -447,3 +447,23 @@ func metricValue(exposition, series string) string {
 	}
 	return ""
 }
+
+// A start that fails after Redis is connected returns the error and closes
+// what it opened (it used to panic on the nil server in its cleanup).
+func TestStartFails(t *testing.T) {
+	cfg, err := parseFlags([]string{"-rate", "0"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.addr = "127.0.0.1:0"
+	s, err := start(context.Background(), cfg, io.Discard, io.Discard)
+	if err == nil || s != nil || !strings.Contains(err.Error(), "rate 0") {
+		t.Fatalf("start with -rate 0: %v %v", s, err)
+	}
+	for _, u := range []string{"redis://u:s3cret@h:badport/0", "http://u:s3cret@h/0"} {
+		cfg.redisURL = u
+		if _, err := start(context.Background(), cfg, io.Discard, io.Discard); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("start with REDIS_URL %s: %v, want an error without the password", u, err)
+		}
+	}
+}

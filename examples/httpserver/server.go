@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -49,9 +50,12 @@ type server struct {
 // listening and, with -load, the traffic generator.
 func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, err error) {
 	s = &server{serveErr: make(chan error, 1), out: out}
+	// The error returns below set s to nil: close what was opened through
+	// a reference of its own.
+	built := s
 	defer func() {
 		if err != nil {
-			_ = s.closeAll(context.Background())
+			_ = built.closeAll(context.Background())
 		}
 	}()
 
@@ -213,7 +217,7 @@ func connect(url string) (redis.UniversalClient, string, func(context.Context) e
 	if url != "" {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("redis URL: %w", err) // the URL may hold a password: not repeated
+			return nil, "", nil, fmt.Errorf("redis URL: %w", urlErr(err))
 		}
 		opts.ContextTimeoutEnabled = true
 		c := redis.NewClient(opts)
@@ -320,4 +324,13 @@ func index(w http.ResponseWriter, _ *http.Request) {
 		"GET /metrics                Prometheus metrics (OpenMetrics)\n"+
 		"GET /healthz                liveness and Redis status\n\n"+
 		"Send X-API-Key: <anything> to be limited by key instead of address.\n")
+}
+
+// urlErr drops the URL from a URL parse error: it may hold a password.
+func urlErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
