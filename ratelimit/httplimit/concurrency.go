@@ -25,6 +25,9 @@ const releaseTimeout = 5 * time.Second
 //	mw, _ := httplimit.New(httplimit.Concurrency(conc), httplimit.WithPolicyName("gpu"),
 //		httplimit.WithQuotaUnit("concurrent-requests"))
 func Concurrency(c *ratelimit.ConcurrencyLimiter) Limiter {
+	if c == nil {
+		return nil // New answers ErrInvalidOption, rather than a panic per request
+	}
 	return LimiterFunc(func(ctx context.Context, identity string, cost int64) (ratelimit.Result, error) {
 		lease, res, err := c.Acquire(ctx, identity, cost)
 		if lease != nil && lease.Tracked() {

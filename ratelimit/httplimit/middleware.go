@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
@@ -125,7 +126,7 @@ type Middleware struct {
 // New returns a Middleware deciding with lim. Bad options give an error
 // wrapping ratelimit.ErrInvalidOption.
 func New(lim Limiter, opts ...Option) (*Middleware, error) {
-	if lim == nil {
+	if lim == nil || isNilPointer(lim) {
 		return nil, fmt.Errorf("%w: httplimit: nil limiter", ratelimit.ErrInvalidOption)
 	}
 	cfg := defaultConfig()
@@ -141,6 +142,18 @@ func New(lim Limiter, opts ...Option) (*Middleware, error) {
 		}
 	}
 	return &Middleware{lim: lim, cfg: cfg}, nil
+}
+
+// isNilPointer reports whether v is a typed nil pointer (or func) in an
+// interface, such as a (*ratelimit.Limiter)(nil), which would panic on the
+// first request.
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Func:
+		return rv.IsNil()
+	}
+	return false
 }
 
 // Must is like New but panics on an error; for package-level variables and

@@ -352,3 +352,18 @@ func TestNewErrors(t *testing.T) {
 	}()
 	Must(nil)
 }
+
+// A nil limiter, also a typed nil one, is refused at construction instead
+// of panicking on the first request.
+func TestNewNilLimiter(t *testing.T) {
+	for name, lim := range map[string]Limiter{
+		"nil":                    nil,
+		"typed nil Limiter":      (*ratelimit.Limiter)(nil),
+		"nil LimiterFunc":        LimiterFunc(nil),
+		"nil ConcurrencyLimiter": Concurrency(nil),
+	} {
+		if _, err := New(lim); !errors.Is(err, ratelimit.ErrInvalidOption) {
+			t.Errorf("%s: New gave %v, want ErrInvalidOption", name, err)
+		}
+	}
+}
