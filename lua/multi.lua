@@ -216,7 +216,11 @@ local all = true
 for i = 1, count do
   local base = 3 + 5 * (i - 1)
   local alg = int_arg(base + 1, 0, 3)
-  local a, b, c = int_arg(base + 2, 1, MAX), int_arg(base + 3, 1, MAX), int_arg(base + 4, 0, MAX)
+  -- c is the token bucket's burst and the sliding window's tick, both at
+  -- least 1 as in their own scripts; the fixed window ignores it.
+  local cmin = 1
+  if alg == 3 then cmin = 0 end
+  local a, b, c = int_arg(base + 2, 1, MAX), int_arg(base + 3, 1, MAX), int_arg(base + 4, cmin, MAX)
   local cost = int_arg(base + 5, 0, MAX)
   local make = alg and algorithms[alg]
   if not (make and a and b and c and cost) then

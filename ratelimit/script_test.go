@@ -90,6 +90,8 @@ func TestHostileArguments(t *testing.T) {
 			{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0, 11}, // cost above quota
 			{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 5, 1},  // fixed window ARGV c must be 0
 			{2, 3, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0, 1},  // unknown mode
+			{2, 1, 0, 0, 1, 6000000, 0, 0, 3, 10, 60000000, 0, 1},   // token bucket burst 0
+			{2, 1, 0, 1, 10, 60000000, 0, 1, 3, 10, 60000000, 0, 1}, // sliding window tick 0
 		}},
 	}
 	for _, b := range backends(t) {
