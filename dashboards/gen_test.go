@@ -78,7 +78,7 @@ func overview() *dashboard {
 		"Decisions allowed only because Redis failed and the limiter fails open: while this is above zero the limits are not enforced. Red above zero.",
 		"ops", query{expr: sumBy("", rate(decisions(`reason="fail_open"`)))}, 1e-9, "red"))
 	b.add(6, 4, stat("Backend errors per second",
-		"Redis calls of the limiters that failed (timeout, connection, script, canceled, other). Red above zero.",
+		"Decisions whose Redis call failed (timeout, connection, script, canceled, other) or that an open circuit breaker kept from Redis (circuit_open). Red above zero.",
 		"ops", query{expr: sumBy("", rate(errs()))}, 1e-9, "red"))
 
 	allowedBlocked := timeseries("Decisions per second: allowed vs blocked",
@@ -108,7 +108,7 @@ func overview() *dashboard {
 	b.add(12, 8, failures)
 
 	b.add(12, 8, timeseries("Backend errors per second by type",
-		"Why Redis calls fail: timeout (the limiter's backend timeout passed), connection, script, canceled (the caller gave up) or other.",
+		"Why Redis calls fail: timeout (the limiter's backend timeout passed), connection, script, canceled (the caller gave up) or other; circuit_open counts calls an open circuit breaker kept from Redis.",
 		"ops", query{expr: sumBy("type", rate(errs())), legend: "{{type}}"}))
 	b.add(12, 8, timeseries("Events dropped per second",
 		"Decision events a telemetry.Async subscriber dropped because its queue was full: the subscriber (logs, for example) misses them; the limiter's decisions are unaffected.",
@@ -214,7 +214,7 @@ func redisBackend() *dashboard {
 
 	b.add(12, 9, heatmap())
 	b.add(12, 9, timeseries("Backend errors per second by type",
-		"Why Redis calls fail, per namespace: timeout, connection, script, canceled or other.",
+		"Why Redis calls fail, per namespace: timeout, connection, script, canceled or other; circuit_open counts calls an open circuit breaker kept from Redis.",
 		"ops", query{expr: sumBy("namespace, type", rate(errs())), legend: "{{namespace}} {{type}}"}))
 
 	b.add(12, 8, ratioPanel(timeseries("Error ratio per namespace",

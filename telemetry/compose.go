@@ -34,9 +34,7 @@ func (f fanout) OnDecision(ctx context.Context, e ratelimit.Event) {
 // ratelimit.BreakerSubscriber.
 func (f fanout) OnBreakerChange(ctx context.Context, c ratelimit.BreakerChange) {
 	for _, s := range f {
-		if bs, ok := s.(ratelimit.BreakerSubscriber); ok {
-			bs.OnBreakerChange(ctx, c)
-		}
+		forwardBreaker(ctx, s, c)
 	}
 }
 
