@@ -119,6 +119,11 @@ func (s *slogSubscriber) admitError(namespace string, alg ratelimit.Algorithm) (
 // WithErrorInterval). The Subscriber also logs circuit breaker changes
 // (MsgCircuit) and refunds (MsgRefund).
 //
+// The key is a SHA-256 of the identity unless the limiter has
+// WithIdentityKey: for guessable identities (IP addresses, e-mail
+// addresses) a plain hash can be reversed by trying them all, so use an
+// identity key when logs leave your trust boundary (the demo server does).
+//
 // Whether the level is enabled is checked first: a decision at a disabled
 // level costs one call to the handler's Enabled and no allocation. A nil
 // logger means slog.Default().
