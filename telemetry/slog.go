@@ -23,6 +23,11 @@ const (
 	// (see ratelimit.WithBreaker): logged at Warn when it opens, at Info
 	// when it goes half-open or closes.
 	MsgCircuit = "ratelimit circuit breaker"
+	// MsgShadow is the message of a decision shadow mode let through
+	// though the limit would have blocked it (ratelimit.WithShadow): logged
+	// at the Blocked level, so that a rollout shows what enforcing would
+	// block.
+	MsgShadow = "ratelimit shadow block"
 	// MsgRefund is the message of a Refund (see ratelimit.RefundEvent):
 	// logged at the Allowed level (Debug by default), or at the FailOpen
 	// level (Warn) when Redis failed and nothing was given back.
@@ -33,7 +38,8 @@ const (
 type Levels struct {
 	// Allowed is for decisions Redis allowed (default Debug).
 	Allowed slog.Level
-	// Blocked is for decisions Redis denied (default Info).
+	// Blocked is for decisions Redis denied, and for those shadow mode let
+	// through though the limit would have denied them (default Info).
 	Blocked slog.Level
 	// FailOpen is for Redis failures the call was allowed through (default
 	// Warn): limiting is off while they last.
@@ -49,7 +55,9 @@ var DefaultLevels = Levels{Allowed: slog.LevelDebug, Blocked: slog.LevelInfo, Fa
 // SlogOption configures Slog.
 type SlogOption func(*slogSubscriber)
 
-// WithLevels sets the level of each kind of decision.
+// WithLevels sets the level of each kind of decision. Every field counts (a
+// zero field is slog.LevelInfo): start from DefaultLevels and change what
+// you need.
 func WithLevels(l Levels) SlogOption { return func(s *slogSubscriber) { s.levels = l } }
 
 // DefaultErrorInterval is how often Slog logs a backend error, at most, for
@@ -156,6 +164,8 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		level, msg = s.levels.FailClosed, MsgBackend
 	case !e.Result.Allowed:
 		level, msg = s.levels.Blocked, MsgBlocked
+	case e.Result.Reason == ratelimit.ReasonShadow:
+		level, msg = s.levels.Blocked, MsgShadow
 	}
 	if !s.logger.Enabled(ctx, level) {
 		return

@@ -260,3 +260,26 @@ func TestSlogErrorInterval(t *testing.T) {
 		t.Fatalf("WithErrorInterval(0) logged %d of 3 errors", n)
 	}
 }
+
+// TestSlogShadow: a decision shadow mode let through though the limit
+// would have blocked it is logged at the Blocked level (Info), as
+// MsgShadow with its retry_after, so that a rollout shows what enforcing
+// would block.
+func TestSlogShadow(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	l, _ := newLimiter(t, ratelimit.WithSubscribers(Slog(logger)), ratelimit.WithShadow())
+	ctx := context.Background()
+	for range 2 {
+		if res, err := l.Allow(ctx, "u"); err != nil || !res.Allowed {
+			t.Fatalf("shadow mode: %+v %v", res, err)
+		}
+	}
+	lines := decodeLines(t, &buf)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines at Info, want the one shadow block:\n%s", len(lines), buf.String())
+	}
+	if l := lines[0]; l["level"] != "INFO" || l["msg"] != MsgShadow || l["reason"] != "shadow" || l["allowed"] != true || l["retry_after"] == 0.0 {
+		t.Errorf("shadow line %v", l)
+	}
+}

@@ -39,8 +39,9 @@ const (
 	// RemainingKey is the cost that could still be spent at once (spans
 	// and events only; absent when Redis failed).
 	RemainingKey = attribute.Key("ratelimit.remaining")
-	// RetryAfterKey is, for a block by Redis, the seconds until the cost
-	// would fit, as a float (spans and events only).
+	// RetryAfterKey is, for a block by Redis (or a shadow-mode pass the
+	// limit would have blocked), the seconds until the cost would fit, as a
+	// float (spans and events only).
 	RetryAfterKey = attribute.Key("ratelimit.retry_after")
 	// CircuitStateKey is the state a circuit breaker changed to:
 	// "closed", "open" or "half_open" (see ratelimit.WithBreaker).
@@ -384,7 +385,7 @@ func decisionAttrs(attrs []attribute.KeyValue, e ratelimit.Event, be *ratelimit.
 	attrs = append(attrs, CostKey.Int64(e.Cost))
 	if e.Err == nil {
 		attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
-		if !e.Result.Allowed {
+		if !e.Result.Allowed || e.Result.Reason == ratelimit.ReasonShadow { // a shadow pass keeps its denial's RetryAfter
 			attrs = append(attrs, RetryAfterKey.Float64(e.Result.RetryAfter.Seconds()))
 		}
 	} else {

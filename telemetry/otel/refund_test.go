@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -66,4 +67,26 @@ func TestRefundEvent(t *testing.T) {
 			t.Errorf("event %d: %s %v, want %s %v", i, e.Name, e.Attributes, RefundEventName, want.ToSlice())
 		}
 	}
+}
+
+// TestShadowSpanRetryAfter: the span of a decision shadow mode let through
+// keeps the RetryAfter of the denial it stands for.
+func TestShadowSpanRetryAfter(t *testing.T) {
+	h := newHarness(t)
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "request")
+	h.sub.OnDecision(ctx, ratelimit.Event{Namespace: "api", Algorithm: ratelimit.TokenBucket, Cost: 1,
+		Result: ratelimit.Result{Allowed: true, Reason: ratelimit.ReasonShadow, RetryAfter: 1500 * time.Millisecond}})
+	parent.End()
+	for _, s := range h.spans.Ended() {
+		if s.Name() != "ratelimit api" {
+			continue
+		}
+		set := attribute.NewSet(s.Attributes()...)
+		v, ok := set.Value(RetryAfterKey)
+		if !ok || v.AsFloat64() != 1.5 {
+			t.Fatalf("shadow span %s = %v (%v), want 1.5", RetryAfterKey, v.AsFloat64(), ok)
+		}
+		return
+	}
+	t.Fatal("no decision span")
 }
