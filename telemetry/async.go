@@ -42,11 +42,15 @@ func WithDropped(s ratelimit.Subscriber) AsyncOption {
 }
 
 // Async starts a goroutine that delivers events to sub in order, with a
-// queue of size events (at least 1). The ctx sub receives is the caller's,
-// possibly canceled by then; sub must not rely on it being live.
+// queue of size events (at least 1); a nil sub discards them. The ctx sub
+// receives is the caller's, possibly canceled by then; sub must not rely on
+// it being live.
 func Async(sub ratelimit.Subscriber, size int, opts ...AsyncOption) *AsyncSubscriber {
 	if size < 1 {
 		size = 1
+	}
+	if sub == nil {
+		sub = discard{} // rather than a panic on the delivering goroutine
 	}
 	a := &AsyncSubscriber{next: sub, queue: make(chan queued, size), done: make(chan struct{})}
 	for _, o := range opts {
@@ -153,3 +157,8 @@ var (
 	_ ratelimit.BreakerSubscriber = (*AsyncSubscriber)(nil)
 	_ ratelimit.RefundSubscriber  = (*AsyncSubscriber)(nil)
 )
+
+// discard is a Subscriber that does nothing.
+type discard struct{}
+
+func (discard) OnDecision(context.Context, ratelimit.Event) {}

@@ -151,3 +151,21 @@ func (panicking) OnBreakerChange(context.Context, ratelimit.BreakerChange) {
 func (panicking) OnRefundEvent(context.Context, ratelimit.RefundEvent) {
 	panic(errors.New("subscriber bug"))
 }
+
+// TestNilWrapped: wrappers around a nil subscriber, or Filter with a nil
+// keep, neither panic in Allow nor lose what they should pass.
+func TestNilWrapped(t *testing.T) {
+	ctx := context.Background()
+	e := ratelimit.Event{Namespace: "api"}
+	a := Async(nil, 1)
+	a.OnDecision(ctx, e)
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	Filter(func(ratelimit.Event) bool { return true }, nil).OnDecision(ctx, e)
+	var got int
+	Filter(nil, ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) { got++ })).OnDecision(ctx, e)
+	if got != 1 {
+		t.Errorf("Filter with a nil keep passed %d events, want 1", got)
+	}
+}

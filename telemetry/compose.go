@@ -67,8 +67,15 @@ func forwardBreaker(ctx context.Context, sub ratelimit.Subscriber, c ratelimit.B
 //	telemetry.Filter(func(e ratelimit.Event) bool { return !e.Result.Allowed }, sub)
 //
 // Circuit breaker changes (ratelimit.BreakerSubscriber) and refunds
-// (ratelimit.RefundSubscriber) are not decisions and pass unfiltered.
+// (ratelimit.RefundSubscriber) are not decisions and pass unfiltered. A nil
+// keep keeps everything; a nil sub receives nothing.
 func Filter(keep func(ratelimit.Event) bool, sub ratelimit.Subscriber) ratelimit.Subscriber {
+	switch {
+	case sub == nil:
+		return discard{}
+	case keep == nil:
+		return sub
+	}
 	return filter{keep, sub}
 }
 

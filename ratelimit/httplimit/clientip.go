@@ -41,8 +41,9 @@ const (
 //     be trusted for the header to be read at all.
 //   - TrustHops(n): exactly n proxies, each appending to the header, stand
 //     in front of the service, and it cannot be reached around them. The
-//     client is the n-th address from the right of the chain made of the
-//     header's addresses followed by the socket peer.
+//     client is the n-th address from the right of the header: the
+//     (n+1)-th of the chain made of the header's addresses followed by the
+//     socket peer (the nearest proxy).
 //
 // The leftmost X-Forwarded-For address is never trusted: it is whatever
 // the client wrote. The header is X-Forwarded-For unless ProxyHeader names

@@ -76,8 +76,10 @@
 //
 // A request without an identity (ErrNoIdentity: an unparsable socket
 // address, a trusted proxy that wrote "unknown", a missing API key) gets a
-// 400 from DefaultErrorHandler: it is never silently counted against a
-// shared bucket such as the proxy's address. WithErrorHandler changes that.
+// 400 from DefaultErrorHandler. WithErrorHandler changes that. One case is
+// counted against the proxy: a trusted proxy that sends no proxy header at
+// all is taken to be the client (the socket peer is then the only address
+// there is), so make sure your proxies always set it.
 //
 // # Headers
 //

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
 // KeyFunc returns the identity a request is limited as: a client address,
@@ -75,7 +77,8 @@ type CostFunc func(r *http.Request) (int64, error)
 // ErrInvalidCost reports a request whose cost cannot be known: a missing
 // Content-Length for CostByContentLength, or a declared cost that is not a
 // non-negative integer.
-var ErrInvalidCost = errors.New("ratelimit: invalid request cost")
+// It wraps ratelimit.ErrInvalidCost, so that either sentinel matches.
+var ErrInvalidCost = fmt.Errorf("%w: from the request", ratelimit.ErrInvalidCost)
 
 // CostByContentLength costs a request its body size in bytes, from
 // Content-Length (quota unit "content-bytes", see WithQuotaUnit). A body of

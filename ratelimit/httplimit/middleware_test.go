@@ -367,3 +367,12 @@ func TestNewNilLimiter(t *testing.T) {
 		}
 	}
 }
+
+// A cost the request cannot give is an error both sentinels match.
+func TestInvalidCostSentinels(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/?tokens=lots", nil)
+	_, err := CostByQuery("tokens", 1)(r)
+	if !errors.Is(err, ErrInvalidCost) || !errors.Is(err, ratelimit.ErrInvalidCost) || !strings.HasPrefix(err.Error(), "ratelimit:") {
+		t.Fatalf("CostByQuery(lots): %v", err)
+	}
+}

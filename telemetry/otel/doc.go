@@ -31,7 +31,7 @@
 // A block is not an error: the span status stays unset. When Redis failed,
 // the status is Error with the error's message, error.type is the
 // ratelimit.ErrorType ("timeout", "connection", "script", "canceled",
-// "other") and db.response.status_code the Redis error prefix when there is
+// "circuit_open", "other") and db.response.status_code the Redis error prefix when there is
 // one; ratelimit.reason then says whether the call failed open or closed.
 // The identity is never an attribute, nor is the Redis key.
 //

@@ -31,7 +31,7 @@ const (
 	AlgorithmKey = attribute.Key("ratelimit.algorithm")
 	// DecisionKey is Allowed or Blocked.
 	DecisionKey = attribute.Key("ratelimit.decision")
-	// ReasonKey is the ratelimit.Reason: "quota", "fail_open",
+	// ReasonKey is the ratelimit.Reason: "quota", "shadow", "fail_open",
 	// "fail_closed", and any added later.
 	ReasonKey = attribute.Key("ratelimit.reason")
 	// CostKey is the cost asked for (spans and events only).
@@ -200,7 +200,7 @@ func NewSubscriber(opts ...Option) *Subscriber {
 		metric.WithInstrumentationVersion(version()), metric.WithSchemaURL(semconv.SchemaURL))
 	var err error
 	s.decisions, err = meter.Int64Counter(DecisionsMetric, metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by decision (allowed or blocked) and reason (quota, fail_open, fail_closed)."))
+		metric.WithDescription("Rate-limit decisions, by decision (allowed or blocked) and reason (quota, shadow, fail_open, fail_closed)."))
 	handle(err)
 	s.cost, err = meter.Int64Counter(CostMetric, metric.WithUnit("{token}"),
 		metric.WithDescription("Cost units (tokens) asked for in rate-limit decisions, by decision and reason: the cost granted is the allowed part."))
