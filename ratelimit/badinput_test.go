@@ -298,6 +298,9 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 		{"MaxInt64 lease TTL", []Option{WithLeaseTTL(math.MaxInt64)}},
 		{"lease TTL past 71 years", []Option{WithLeaseTTL(72 * 365 * 24 * time.Hour)}},
 		{"nil breaker", []Option{WithBreaker(nil)}},
+		{"zero-value breaker", []Option{WithBreaker(&Breaker{})}},
+		{"nil SubscriberFunc", []Option{WithSubscribers(SubscriberFunc(nil))}},
+		{"typed-nil subscriber", []Option{WithSubscribers((*recorder)(nil))}},
 	}
 	for name, ctor := range ctors {
 		for _, b := range badOpts {

@@ -345,6 +345,9 @@ func WithBreaker(b *Breaker) Option {
 		if b == nil {
 			return fmt.Errorf("%w: nil breaker", ErrInvalidOption)
 		}
+		if b.now == nil {
+			return fmt.Errorf("%w: a Breaker must come from NewBreaker", ErrInvalidOption)
+		}
 		c.breaker = b
 		return nil
 	})

@@ -174,3 +174,16 @@ func TestEventsFromLimiter(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribeTypedNil: a nil pointer or func in the Subscriber interface
+// is ignored by Subscribe, as a nil one is, rather than panicking at the
+// next publish.
+func TestSubscribeTypedNil(t *testing.T) {
+	b := NewBus()
+	b.Subscribe(SubscriberFunc(nil))
+	b.Subscribe((*recorder)(nil))
+	if b.Len() != 0 {
+		t.Fatalf("%d subscriptions of nil subscribers", b.Len())
+	}
+	b.Publish(context.Background(), Event{})
+}

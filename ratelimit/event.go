@@ -88,9 +88,10 @@ func NewBus() *Bus { return new(Bus) }
 
 // Subscribe adds s to the bus and returns a function that removes it again.
 // The returned function is idempotent. Subscribing the same Subscriber twice
-// delivers every event to it twice. A nil s is ignored.
+// delivers every event to it twice. A nil s, also a nil pointer or func in
+// the interface, is ignored.
 func (b *Bus) Subscribe(s Subscriber) (unsubscribe func()) {
-	if s == nil {
+	if s == nil || typedNil(s) {
 		return func() {}
 	}
 	entry := &subscription{s: s}

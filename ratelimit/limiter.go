@@ -144,11 +144,19 @@ func NewFromURL(rawURL string, limit Limit, opts ...Option) (*Limiter, error) {
 // *redis.Client variable that was never assigned is a non-nil interface,
 // and would panic on first use (New itself reads its options).
 func nilClient(c redis.UniversalClient) bool {
-	if c == nil {
-		return true
+	return c == nil || typedNil(c)
+}
+
+// typedNil reports whether v is a nil pointer or func inside a non-nil
+// interface, such as a (*redis.Client)(nil) or a SubscriberFunc(nil): not
+// == nil, but it panics when called.
+func typedNil(v any) bool {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan:
+		return rv.IsNil()
 	}
-	v := reflect.ValueOf(c)
-	return v.Kind() == reflect.Pointer && v.IsNil()
+	return false
 }
 
 // inspectClient reports whether c applies context deadlines to its I/O, and

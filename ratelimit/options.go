@@ -232,11 +232,17 @@ func WithBus(b *Bus) Option {
 }
 
 // WithSubscribers subscribes subs to the limiter's bus at construction, in
-// order. Nil subscribers are ignored.
+// order. Nil subscribers are ignored; a nil pointer or func of a subscriber
+// type, which would panic at the first decision, is an error wrapping
+// ErrInvalidOption.
 func WithSubscribers(subs ...Subscriber) Option {
 	return optionFunc(func(c *config) error {
-		for _, s := range subs {
-			if s != nil {
+		for i, s := range subs {
+			switch {
+			case s == nil:
+			case typedNil(s):
+				return fmt.Errorf("%w: subscriber %d is a nil %T", ErrInvalidOption, i, s)
+			default:
 				c.subs = append(c.subs, s)
 			}
 		}
