@@ -12,8 +12,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Sentinel errors. Every error the package returns wraps one of these, so
-// callers can test with errors.Is; the message names the bad value. A denial
+// Sentinel errors. The package's errors wrap one of these, so callers can
+// test with errors.Is, with two exceptions: Wait ended by its context
+// returns the context's cause, and a failure of crypto/rand in Acquire is
+// returned as it is. The message names the bad value. A denial
 // is never an error: it is a Result with Allowed false.
 var (
 	// ErrInvalidLimit reports a Limit that cannot be enforced: a rate, period
@@ -105,8 +107,7 @@ func (e *BackendError) Is(target error) bool { return target == ErrBackend }
 // OpenTelemetry error.type convention.
 func (e *BackendError) ErrorType() string { return e.Type.String() }
 
-// newBackendError classifies err. ctx is the caller's context (without the
-// backend timeout), to tell a caller's cancellation from a backend timeout.
+// newBackendError wraps err, classified by its Type (see classify).
 func newBackendError(err error) *BackendError {
 	be := &BackendError{Err: err, Type: classify(err)}
 	var rerr redis.Error

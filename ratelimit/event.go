@@ -12,8 +12,9 @@ import (
 // of Wait) publishes exactly one Event, whether Redis or the fail strategy
 // decided, as does every decision of a MultiLimiter and every
 // ConcurrencyLimiter.Acquire; bad input, rejected before any decision,
-// publishes none. Peek, Refund, Reset, and releasing or extending a lease are
-// not decisions and publish nothing.
+// publishes none. Peek, Reset, and releasing or extending a lease are not
+// decisions and publish nothing; a Refund is not a decision either, and is
+// published as a RefundEvent to RefundSubscribers only.
 //
 // Event is passed by value and holds no raw identity: Key is the Redis key,
 // built from a hash of the identity. It is safe to retain.

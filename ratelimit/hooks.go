@@ -20,8 +20,9 @@ type Hooks struct {
 	// OnBreaker is called when the limiter's circuit breaker changes
 	// state.
 	OnBreaker func(ctx context.Context, c BreakerChange)
-	// OnRefund is called after every Refund that went to Redis, also a
-	// failed one (r.Err); one rejected as bad input is not published.
+	// OnRefund is called after every Refund that was not rejected as bad
+	// input, also a failed one (r.Err, which may be an open circuit
+	// breaker's).
 	OnRefund func(ctx context.Context, r RefundEvent)
 }
 

@@ -250,8 +250,8 @@ func (m *MultiLimiter) Peek(ctx context.Context, identity string) (MultiResult, 
 // AllowCosts(ctx, id, 1, maxTokens), then Refund(ctx, id, 0, maxTokens-used).
 // A refund is not a decision and on a Redis failure the error is a
 // *BackendError and the MultiResult is zero. It is published as one
-// RefundEvent per quota, with that quota's algorithm, key, amount and
-// result (see Limiter.Refund).
+// RefundEvent per quota with a non-zero amount, with that quota's
+// algorithm, key, amount and result (see Limiter.Refund).
 func (m *MultiLimiter) Refund(ctx context.Context, identity string, amounts ...int64) (MultiResult, error) {
 	return m.call(ctx, identity, amounts, modeRefund, false)
 }
@@ -298,8 +298,11 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 	}
 	res, berr := m.eval(ctx, keys, costs, mode)
 	if mode == modeRefund {
-		if publish { // one RefundEvent per quota: each gets its own amount back
+		if publish { // one RefundEvent per quota given something back
 			for i, q := range m.quotas {
+				if costs[i] == 0 {
+					continue
+				}
 				var qres Result
 				if berr == nil {
 					qres = res.Quotas[i]
@@ -364,7 +367,7 @@ func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, m
 			Quota:      q.Name,
 		}
 	}
-	out.Result = out.Quotas[m.bind(out.Quotas, reply[0] == 1)]
+	out.Result = out.Quotas[m.bind(out.Quotas, costs, reply[0] == 1)]
 	out.Allowed = reply[0] == 1
 	if out.Allowed {
 		out.RetryAfter = 0
@@ -375,8 +378,9 @@ func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, m
 // bind picks the quota that decides: when denied, the denying quota with the
 // longest RetryAfter (the first on a tie); when allowed, the quota with the
 // smallest share of its burst left (exactly: r_i/c_i < r_j/c_j compared as
-// r_i*c_j < r_j*c_i in 128 bits).
-func (m *MultiLimiter) bind(rs []Result, allowed bool) int {
+// r_i*c_j < r_j*c_i in 128 bits), among the quotas the call had a cost
+// for (a quota with cost 0 was left out of the decision).
+func (m *MultiLimiter) bind(rs []Result, costs []int64, allowed bool) int {
 	best := -1
 	for i, r := range rs {
 		switch {
@@ -384,6 +388,7 @@ func (m *MultiLimiter) bind(rs []Result, allowed bool) int {
 			if !r.Allowed && (best < 0 || r.RetryAfter > rs[best].RetryAfter) {
 				best = i
 			}
+		case costs[i] == 0:
 		case best < 0 || lessShare(r.Remaining, m.quotas[i].pol.capacity, rs[best].Remaining, m.quotas[best].pol.capacity):
 			best = i
 		}

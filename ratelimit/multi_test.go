@@ -240,3 +240,22 @@ func TestMultiWithLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestMultiZeroCostNotDeciding: a quota a call gives cost 0 is left out of
+// the decision, so it is never the quota the Result names, however little
+// it has left.
+func TestMultiZeroCostNotDeciding(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			m := mustNewMulti(t, b.client, []Quota{{Name: "req", Limit: PerMinute(10)}, {Name: "tok", Limit: PerMinute(1000)}}, b.opts...)
+			if res, err := m.AllowCosts(ctx, "u", 0, 990); err != nil || !res.Allowed || res.Quota != "tok" {
+				t.Fatalf("tokens only: %+v %v", res, err)
+			}
+			res, err := m.AllowCosts(ctx, "u", 1, 0)
+			if err != nil || !res.Allowed || res.Quota != "req" || res.Remaining != 9 {
+				t.Fatalf("a request without tokens: %+v %v, want quota req with 9 left", res, err)
+			}
+		})
+	}
+}

@@ -58,7 +58,8 @@ func (l *Limiter) Refund(ctx context.Context, identity string, amount int64) (Re
 // decision: a subscriber that implements only Subscriber never sees it.
 type RefundEvent struct {
 	// Namespace, Algorithm and Key are as in Event. A MultiLimiter's
-	// Refund publishes one RefundEvent per quota, with the quota's.
+	// Refund publishes one RefundEvent per quota with a non-zero amount,
+	// with the quota's.
 	Namespace string
 	Algorithm Algorithm
 	Key       string
