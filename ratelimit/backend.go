@@ -104,7 +104,7 @@ func (l *Limiter) runGuarded(ctx context.Context, script *redis.Script, cmd *red
 	case r := <-done:
 		return r.reply, r.err
 	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return nil, ctxErr(ctx)
 	}
 }
 

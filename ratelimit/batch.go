@@ -151,7 +151,7 @@ func (l *Limiter) runBatchRedis(ctx context.Context, calls []*scriptCall) *Backe
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return newBackendError(context.Cause(ctx))
+		return newBackendError(ctxErr(ctx))
 	}
 }
 

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -106,6 +107,17 @@ func (e *BackendError) Is(target error) bool { return target == ErrBackend }
 // ErrorType returns the failure type as a bounded string, following the
 // OpenTelemetry error.type convention.
 func (e *BackendError) ErrorType() string { return e.Type.String() }
+
+// ctxErr returns why ctx ended: ctx.Err(), or its cause when one was given
+// (context.WithCancelCause, WithTimeoutCause) together with ctx.Err(), so
+// that classify and errors.Is still see Canceled or DeadlineExceeded.
+func ctxErr(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause == nil || cause == err {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", cause, err)
+}
 
 // newBackendError wraps err, classified by its Type (see classify).
 func newBackendError(err error) *BackendError {

@@ -300,7 +300,7 @@ func (l *Limiter) Wait(ctx context.Context, identity string, cost int64) (Result
 		}
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("ratelimit: wait: %w", context.Cause(ctx))
+			return res, fmt.Errorf("ratelimit: wait: %w", ctxErr(ctx))
 		case <-timer.C:
 		}
 	}

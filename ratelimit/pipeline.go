@@ -114,7 +114,7 @@ func newDispatcher(l *Limiter) *dispatcher {
 // neither keys nor args: they are copied into the command.
 func (d *dispatcher) do(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
 	if ctx.Err() != nil {
-		return nil, newBackendError(context.Cause(ctx))
+		return nil, newBackendError(ctxErr(ctx))
 	}
 	cmd := newScriptCmd(ctx, script, keys, args)
 	if d.alt != nil {
@@ -165,7 +165,7 @@ func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) (
 		// be recycled and its timer reset by another caller.
 		stopTimer(c.timer)
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
-			return nil, newBackendError(context.Cause(ctx))
+			return nil, newBackendError(ctxErr(ctx))
 		}
 		<-c.done // completed meanwhile: take the reply
 	case <-c.timer.C:
@@ -257,7 +257,7 @@ func (d *dispatcher) run(batch []*call) {
 			putCall(c) // its caller left before it was sent: drop it
 			continue
 		case c.ctx.Err() != nil:
-			d.complete(c, nil, context.Cause(c.ctx))
+			d.complete(c, nil, ctxErr(c.ctx))
 			continue
 		case !now.Before(c.deadline):
 			d.complete(c, nil, errBackendTimeout)

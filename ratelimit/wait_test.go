@@ -97,3 +97,24 @@ func TestWait(t *testing.T) {
 		}
 	})
 }
+
+// TestContextCause: a call whose context was canceled with a cause is a
+// BackendError of Type canceled, pipelined or not, and keeps the cause.
+func TestContextCause(t *testing.T) {
+	srv := redistestStart(t)
+	c := srv.Client(t)
+	why := errors.New("client went away")
+	for _, pipelining := range []bool{true, false} {
+		l := mustNew(t, c, PerSecond(10), WithPipelining(pipelining))
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(why)
+		_, err := l.Allow(ctx, "u")
+		var be *BackendError
+		if !errors.As(err, &be) || be.Type != ErrorCanceled || !errors.Is(err, context.Canceled) {
+			t.Errorf("pipelining %v: %v (%T), want a BackendError of type canceled", pipelining, err, err)
+		}
+		if pipelining && !errors.Is(err, why) {
+			t.Errorf("pipelined: %v lost the cause", err)
+		}
+	}
+}
