@@ -259,12 +259,32 @@ func (l *Limiter) Reset(ctx context.Context, identity string) error {
 	if err != nil {
 		return err
 	}
+	return l.del(ctx, l.scriptKeys(key))
+}
+
+// del deletes keys within the backend timeout, also with a client that
+// ignores context deadlines (whose call then finishes on a goroutine of its
+// own, as runGuarded's scripts do).
+func (l *Limiter) del(ctx context.Context, keys []string) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
 	defer cancel()
-	if err := l.client.Del(ctx, l.scriptKeys(key)...).Err(); err != nil {
-		return newBackendError(err)
+	if l.direct {
+		if err := l.client.Del(ctx, keys...).Err(); err != nil {
+			return newBackendError(err)
+		}
+		return nil
 	}
-	return nil
+	done := make(chan error, 1)
+	go func() { done <- l.client.Del(ctx, keys...).Err() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return newBackendError(err)
+		}
+		return nil
+	case <-ctx.Done():
+		return newBackendError(ctxErr(ctx))
+	}
 }
 
 // Wait blocks until identity may spend cost, spends it and returns the

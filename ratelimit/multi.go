@@ -262,12 +262,7 @@ func (m *MultiLimiter) Reset(ctx context.Context, identity string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.l.cfg.timeout)
-	defer cancel()
-	if err := m.l.client.Del(ctx, keys...).Err(); err != nil {
-		return newBackendError(err)
-	}
-	return nil
+	return m.l.del(ctx, keys)
 }
 
 func (m *MultiLimiter) checkCosts(costs []int64) error {

@@ -247,4 +247,10 @@ func TestGuardedTimeout(t *testing.T) {
 	if took >= time.Second {
 		t.Fatalf("Allow took %v against a paused Redis with a 50ms timeout", took)
 	}
+	// Reset deletes with the same guard.
+	start = time.Now()
+	err = l.Reset(ctx, "u")
+	if took := time.Since(start); !errors.As(err, &be) || be.Type != ErrorTimeout || took >= time.Second {
+		t.Fatalf("Reset on a paused Redis: %v after %v, want a timeout within the 50ms backend timeout", err, took)
+	}
 }
