@@ -297,7 +297,8 @@ func (l *Lease) Extend(ctx context.Context) error {
 }
 
 // KeepAlive extends the lease every interval (a third of the lease TTL when
-// interval <= 0) until the returned stop function is called or ctx ends, and
+// interval <= 0 or above half the TTL, which could let the lease expire
+// between two extensions) until the returned stop function is called or ctx ends, and
 // returns a context derived from ctx that is canceled, with cause
 // ErrLeaseLost, if the lease is lost: run the guarded work under it. A
 // failed extension (Redis down) is retried at the next tick; the lease is
@@ -308,7 +309,9 @@ func (l *Lease) KeepAlive(ctx context.Context, interval time.Duration) (leaseCtx
 	if l == nil || !l.tracked {
 		return leaseCtx, func() { cancel(context.Canceled) }
 	}
-	if interval <= 0 {
+	if interval <= 0 || interval > l.c.ttl/2 {
+		// An interval near the TTL would let the lease expire between
+		// two extensions.
 		interval = l.c.ttl / 3
 	}
 	done := make(chan struct{})
