@@ -317,3 +317,29 @@ func TestConcurrencyInFlight(t *testing.T) {
 		t.Fatalf("%d lease keys left after every lease was released", n)
 	}
 }
+
+// TestKeepAliveLongInterval: an interval longer than the lease TTL does not
+// let the lease expire: KeepAlive extends it every third of the TTL
+// instead.
+func TestKeepAliveLongInterval(t *testing.T) {
+	srv := redistestStart(t)
+	c := mustNewConcurrency(t, srv.Client(t), 1, WithLeaseTTL(100*time.Millisecond))
+	ctx := context.Background()
+	lease, res, err := c.Acquire(ctx, "job", 1)
+	if err != nil || lease == nil || !res.Allowed {
+		t.Fatalf("Acquire: %+v %v", res, err)
+	}
+	leaseCtx, stop := lease.KeepAlive(ctx, time.Hour)
+	defer stop()
+	time.Sleep(400 * time.Millisecond) // four lease TTLs pass: the subject of the test, not a synchronisation
+	if leaseCtx.Err() != nil {
+		t.Fatalf("lease lost: %v", context.Cause(leaseCtx))
+	}
+	if res, err := c.Peek(ctx, "job"); err != nil || res.Remaining != 0 {
+		t.Fatalf("after four TTLs with KeepAlive the lease is gone: %+v %v", res, err)
+	}
+	stop()
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
