@@ -161,12 +161,13 @@ func WithShadow() Option {
 
 // WithLeaseTTL sets how long a lease of a ConcurrencyLimiter lasts unless it
 // is extended (default DefaultLeaseTTL): the longest time the capacity of a
-// holder that crashed stays taken. It must be at least a millisecond and a
-// whole number of microseconds. New and NewMulti reject it.
+// holder that crashed stays taken. It must be a whole number of
+// microseconds from a millisecond to about 71 years. New and NewMulti
+// reject it.
 func WithLeaseTTL(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d < time.Millisecond || d%time.Microsecond != 0 || d.Microseconds() > maxWindowUS {
-			return fmt.Errorf("%w: lease TTL %v must be a whole number of microseconds, at least 1ms", ErrInvalidOption, d)
+			return fmt.Errorf("%w: lease TTL %v must be a whole number of microseconds, from 1ms to about 71 years", ErrInvalidOption, d)
 		}
 		c.leaseTTL = d
 		return nil
@@ -253,13 +254,16 @@ func WithSubscribers(subs ...Subscriber) Option {
 // WithPipelining turns pipelined decisions on (the default) or off.
 //
 // With pipelining on, concurrent calls on one Limiter share round trips:
-// while a call is in flight, the calls that arrive queue, and go to Redis
-// together, as one pipeline of script calls, as soon as a connection is
-// free. There is no timer: a call that finds nothing queued and a connection
-// free goes out at once, alone, on the caller's goroutine, so a lone caller
-// waits no longer than without pipelining; under load, batches grow with the
-// queue, and throughput rises while latency falls (see BENCHMARKS.md). The
-// limiter keeps at most two connections of the client busy at once.
+// while two calls or pipelines are in flight, the calls that arrive queue,
+// and go to Redis together, as one pipeline of script calls, as soon as one
+// of them returns. There is no timer: a call that finds nothing queued and a
+// slot free goes out at once, alone (on the caller's goroutine with a
+// client that has ContextTimeoutEnabled, else through a goroutine that
+// bounds it by the backend timeout), so a lone caller waits no longer than
+// without pipelining; under load, batches grow with the queue, and
+// throughput rises while latency falls (see BENCHMARKS.md). Decisions keep
+// at most two connections of the client busy at once (BatchAllow and Reset
+// use their own).
 //
 // Each call keeps its own semantics: it returns at its own backend timeout
 // (WithTimeout) or when its context ends, whatever its batch does (a call
@@ -274,8 +278,9 @@ func WithSubscribers(subs ...Subscriber) Option {
 // hooks (such as redisotel) see one pipeline per batch, run under a context
 // of the limiter's own (with the batch's deadline) rather than a caller's.
 //
-// Turn it off to send each call as one EVALSHA of its own, on the caller's
-// goroutine and under the caller's context.
+// Turn it off to send each call as one EVALSHA of its own under the
+// caller's context (on the caller's goroutine with a client that has
+// ContextTimeoutEnabled).
 func WithPipelining(on bool) Option {
 	return optionFunc(func(c *config) error {
 		c.noPipelining = !on
