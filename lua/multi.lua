@@ -9,20 +9,25 @@
 -- write all. The quotas' keys must share the identity's hash tag.
 --
 -- KEYS[i]  the state of quota i (the key layout of its algorithm)
--- ARGV[1]  number of quotas, = #KEYS                    (1 to 16)
+-- KEYS[n+1] refunds only: the refund's own key (see remember in prelude.lua)
+-- ARGV[1]  number of quotas n, = #KEYS (n+1 for a refund)  (1 to 16)
 -- ARGV[2]  mode: 1 spends the costs when all allow, 0 only reports (Peek),
 --          2 gives every cost back (Refund)
 -- ARGV[3]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
 -- ARGV[4 + 5(i-1) ...] quota i: algorithm (0 token bucket, 1 sliding window,
 --          3 fixed window), its three parameters (as ARGV[1..3] of its own
 --          script), cost
+-- ARGV[4 + 5n], ARGV[5 + 5n]  refunds only: when the refunded call was
+--          decided (µs), and how long to remember the refund's key (ms)
+--
+-- A quota with cost 0 always fits: it is left out of the decision.
 --
 -- Reply: {allowed (0|1), now µs, then for each quota:
 --         allowed alone (0|1), remaining, retry_after µs, reset_after µs}
 -- For a denied call, a quota's retry_after is how long until its own cost
 -- fits; the call as a whole fits after the longest of them at the earliest.
--- MAX, int_arg and clock come from prelude.lua, which the lua package
--- puts before this script.
+-- MAX, int_arg, clock and remember come from prelude.lua, which the lua
+-- package puts before this script.
 
 local function is_int(v)
   return v and v == math.floor(v)
@@ -31,8 +36,17 @@ end
 local count = int_arg(1, 1, 16)
 local mode = int_arg(2, 0, 2)
 local now = int_arg(3, 0, MAX)
-if not (count and mode and now) or count ~= #KEYS or #ARGV ~= 3 + 5 * count then
+local extra = 0
+if mode == 2 then extra = 1 end
+if not (count and mode and now) or count + extra ~= #KEYS or #ARGV ~= 3 + 5 * count + 2 * extra then
   return redis.error_reply('ERR ratelimit: multi: invalid argument')
+end
+local spent_at, keep = 0, 0
+if mode == 2 then
+  spent_at, keep = int_arg(4 + 5 * count, 0, MAX), int_arg(5 + 5 * count, 1, MAX)
+  if not (spent_at and keep) then
+    return redis.error_reply('ERR ratelimit: multi: invalid refund argument')
+  end
 end
 now = clock(now)
 
@@ -42,15 +56,15 @@ local function token_bucket(key, rate, per, burst, qnow)
   if burst * per > MAX then return nil end
   local q = {}
   local cap = burst * per
-  local level, last = cap, qnow
-  local l, t, p
+  local level, last, expiry = cap, qnow, 0
+  local l, t, p, e
   local state = redis.call('GET', key)
   if state then
-    local a, b, c = string.match(state, '^(%d+):(%d+):(%d+)$')
-    l, t, p = tonumber(a), tonumber(b), tonumber(c)
+    local a, b, c, d = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+    l, t, p, e = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
   end
   if l and t and p and p >= 1 then
-    level, last = l, t
+    level, last, expiry = l, t, e or 0
     if p ~= per then level = math.floor(level / p * per) end
     if level > cap then level = cap end
     if level < 0 then level = 0 end
@@ -64,11 +78,15 @@ local function token_bucket(key, rate, per, burst, qnow)
     end
   end
   if last > qnow then qnow = last end
+  -- stale: the state outlives its TTL under this limit (the limit changed).
+  q.stale = state and level < cap and qnow + (cap - level) / rate > expiry
   function q.fits(cost) return level >= cost * per end
   function q.spend(cost) level = level - cost * per end
   function q.refund(cost)
+    if level >= cap then return false end
     local need = cost * per
     if need >= cap - level then level = cap else level = level + need end
+    return true
   end
   function q.write()
     if level >= cap then
@@ -77,7 +95,7 @@ local function token_bucket(key, rate, per, burst, qnow)
     end
     local reset_ms = math.ceil((cap - level) / rate / 1000)
     if reset_ms < 1 then reset_ms = 1 end
-    redis.call('SET', key, string.format('%d:%d:%d', level, qnow, per), 'PX', reset_ms)
+    redis.call('SET', key, string.format('%d:%d:%d:%d', level, qnow, per, qnow + reset_ms * 1000), 'PX', reset_ms)
   end
   function q.report(cost, fits)
     local retry = 0
@@ -117,6 +135,8 @@ local function sliding_window(key, quota, ticks, tick, qnow)
   end
   if cur > quota then cur = quota end
   if prev > quota then prev = quota end
+  -- stale: an estimate carried over from a window of another length.
+  q.stale = valid and p ~= window and cur > 0
   local elapsed = math.floor((qnow - start) / tick)
   local function weighted(n) return math.ceil(n * (ticks - elapsed) / ticks) end
   local function first_tick(n, room)
@@ -127,14 +147,15 @@ local function sliding_window(key, quota, ticks, tick, qnow)
   end
   function q.fits(cost) return weighted(prev) + cur + cost <= quota end
   function q.spend(cost) cur = cur + cost end
-  function q.refund(cost)
-    if cost <= cur then
-      cur = cur - cost
-    else
-      local back = cost - cur
-      cur = 0
-      if back < prev then prev = prev - back else prev = 0 end
+  function q.refund(cost, at)
+    if at >= start and at < start + window and cur > 0 then
+      cur = math.max(cur - cost, 0)
+      return true
+    elseif at >= start - window and at < start and prev > 0 then
+      prev = math.max(prev - cost, 0)
+      return true
     end
+    return false
   end
   function q.write()
     if cur + prev == 0 then
@@ -182,11 +203,14 @@ local function fixed_window(key, quota, window, zero, qnow)
   local spent = 0
   if valid and s < start + window and s + p > start then spent = c end
   local until_end = start + window - qnow
+  -- stale: units carried over from a window of another length.
+  q.stale = spent > 0 and p ~= window
   function q.fits(cost) return spent + cost <= quota end
   function q.spend(cost) spent = spent + cost end
-  function q.refund(cost)
-    spent = spent - cost
-    if spent < 0 then spent = 0 end
+  function q.refund(cost, at)
+    if spent == 0 or at < s or at >= s + p then return false end
+    spent = math.max(spent - cost, 0)
+    return true
   end
   function q.write()
     if spent == 0 then
@@ -239,23 +263,27 @@ for i = 1, count do
   if mode == 2 then
     fits[i] = true
   else
-    fits[i] = q.fits(cost)
+    fits[i] = cost == 0 or q.fits(cost)
     all = all and fits[i]
   end
 end
 
--- Phase 2: spend (or give back) everywhere, or nowhere.
+-- Phase 2: spend (or give back) everywhere, or nowhere. A quota whose state
+-- was written under another limit is rewritten by any call but a Peek, so
+-- that its TTL covers what the current limit needs.
+local fresh = mode == 2 and remember(KEYS[count + 1], keep)
 for i = 1, count do
-  local cost = costs[i]
+  local q, cost = quotas[i], costs[i]
+  local write = mode ~= 0 and q.stale
   if cost > 0 then
-    if mode == 2 then
-      quotas[i].refund(cost)
-      quotas[i].write()
+    if fresh then
+      write = q.refund(cost, spent_at) or write
     elseif mode == 1 and all then
-      quotas[i].spend(cost)
-      quotas[i].write()
+      q.spend(cost)
+      write = true
     end
   end
+  if write then q.write() end
 end
 
 local reply = {0, now}

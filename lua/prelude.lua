@@ -30,3 +30,10 @@ local function clock(now)
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- remember records a refund's own key for ms milliseconds, and reports
+-- whether it was new. A refund sent twice (its reply lost, and the client
+-- resending the call on a new connection, as go-redis does) finds its key
+-- the second time and gives nothing back again.
+local function remember(key, ms)
+  return redis.call('SET', key, '1', 'NX', 'PX', ms) ~= false
+end

@@ -11,29 +11,45 @@
 -- for (k <= cost).
 --
 -- KEYS[1]  the log: a sorted set, member "<seq>:<cost>", score = time (µs)
--- KEYS[2]  a hash {n = units in the log, s = last seq}, same hash tag
+-- KEYS[2]  a hash {n = units in the log, s = last seq, w = the window the
+--          TTLs were set for}, same hash tag
+-- KEYS[3]  refunds only: the refund's own key (see remember in prelude.lua)
 -- ARGV[1]  quota: units per window                      (integer >= 1)
 -- ARGV[2]  window length in µs                          (integer >= 1)
 -- ARGV[3]  unused, 0 (keeps the argument layout of every algorithm)
 -- ARGV[4]  cost                                         (integer, 0 <= cost <= quota)
 -- ARGV[5]  mode: 1 spends the cost when allowed, 0 only reports (Peek),
---          2 gives cost units back from the newest entries (Refund)
+--          2 gives cost units back (Refund)
 -- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
+-- ARGV[7]  refunds only: when the refunded spend was decided, µs: the units
+--          come off the entries logged at that time (none once they left
+--          the window), never off another spend's
+-- ARGV[8]  refunds only: how long to remember the refund's key, ms
+--
+-- A cost of 0 is always allowed. After a change to a longer window, any
+-- call but a Peek (a denial included) extends the TTLs to cover it.
 --
 -- Reply: {allowed (0|1), remaining, retry_after µs, reset_after µs, now µs}
--- MAX, int_arg and clock come from prelude.lua, which the lua package
--- puts before this script.
+-- MAX, int_arg, clock and remember come from prelude.lua, which the lua
+-- package puts before this script.
 
 local quota = int_arg(1, 1, MAX)
 local window = int_arg(2, 1, MAX)
 local cost = int_arg(4, 0, MAX)
 local mode = int_arg(5, 0, 2)
 local now = int_arg(6, 0, MAX)
-if not (quota and window and int_arg(3, 0, 0) and cost and mode and now) then
+if not (quota and window and int_arg(3, 0, 0) and cost and mode and now) or (mode == 2) ~= (#ARGV == 8) then
   return redis.error_reply('ERR ratelimit: sliding_log: invalid argument')
 end
 if cost > quota or window > MAX / 4 then
   return redis.error_reply('ERR ratelimit: sliding_log: cost or window out of range')
+end
+local spent_at, keep = 0, 0
+if mode == 2 then
+  spent_at, keep = int_arg(7, 0, MAX), int_arg(8, 1, MAX)
+  if not (spent_at and keep and #KEYS == 3) then
+    return redis.error_reply('ERR ratelimit: sliding_log: invalid refund argument')
+  end
 end
 now = clock(now)
 
@@ -47,7 +63,7 @@ local function parse(m)
   return tonumber(seq), tonumber(c)
 end
 
-local meta = redis.call('HMGET', META, 'n', 's')
+local meta = redis.call('HMGET', META, 'n', 's', 'w')
 local n, seq = tonumber(meta[1]), tonumber(meta[2])
 local entries = redis.call('ZCARD', LOG)
 if entries == 0 then
@@ -75,7 +91,9 @@ end
 
 -- Entries at or before now - window no longer count.
 local cutoff = now - window
-local dirty = false
+-- The TTLs were set for another window (the limit changed): rewrite them
+-- for this one.
+local dirty = entries > 0 and mode ~= 0 and tonumber(meta[3]) ~= window
 local expired = redis.call('ZRANGEBYSCORE', LOG, '-inf', cutoff)
 for _, m in ipairs(expired) do
   local _, c = parse(m)
@@ -91,25 +109,29 @@ local allowed = 0
 local added = false
 if mode == 2 then
   allowed = 1
-  -- Refund from the newest entries: that is where the most recent spend
-  -- went. Each step removes or shrinks one entry.
-  local back = cost
-  while back > 0 and n > 0 do
-    local top = redis.call('ZRANGE', LOG, -1, -1, 'WITHSCORES')
-    if #top == 0 then break end
-    local _, c = parse(top[1])
-    redis.call('ZREM', LOG, top[1])
-    if c <= back then
-      back, n = back - c, n - c
-    else
-      seq = seq + 1
-      redis.call('ZADD', LOG, tonumber(top[2]), string.format('%d:%d', seq, c - back))
-      n, back = n - back, 0
+  if cost > 0 and remember(KEYS[3], keep) and spent_at > cutoff then
+    -- Refund from the entries of the refunded spend: those logged at its
+    -- time (several calls may share a microsecond; the newest first). Each
+    -- step removes or shrinks one entry.
+    local at = redis.call('ZRANGEBYSCORE', LOG, spent_at, spent_at)
+    table.sort(at, function(x, y) return parse(x) > parse(y) end)
+    local back = cost
+    for _, m in ipairs(at) do
+      if back == 0 then break end
+      local _, c = parse(m)
+      redis.call('ZREM', LOG, m)
+      if c <= back then
+        back, n = back - c, n - c
+      else
+        seq = seq + 1
+        redis.call('ZADD', LOG, spent_at, string.format('%d:%d', seq, c - back))
+        n, back = n - back, 0
+      end
+      dirty = true
     end
-    dirty = true
+    if n < 0 then n = 0 end
   end
-  if n < 0 then n = 0 end
-elseif n + cost <= quota then
+elseif cost == 0 or n + cost <= quota then
   allowed = 1
   if mode == 1 and cost > 0 then
     seq = seq + 1
@@ -134,7 +156,7 @@ if dirty then
   else
     newest = tonumber(top[2])
     local ttl = math.ceil((newest + window - now) / 1000)
-    redis.call('HSET', META, 'n', n, 's', seq)
+    redis.call('HSET', META, 'n', n, 's', seq, 'w', window)
     redis.call('PEXPIRE', LOG, ttl)
     redis.call('PEXPIRE', META, ttl)
   end

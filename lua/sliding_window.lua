@@ -19,14 +19,21 @@
 -- ARGV[1]  quota: units per window                      (integer >= 1)
 -- ARGV[2]  window length in ticks                       (integer >= 1)
 -- ARGV[3]  tick in µs                                   (integer >= 1)
+-- KEYS[2]  refunds only: the refund's own key (see remember in prelude.lua)
 -- ARGV[4]  cost                                         (integer, 0 <= cost <= quota)
 -- ARGV[5]  mode: 1 spends the cost when allowed, 0 only reports (Peek),
 --          2 gives cost units back (Refund), never below 0 spent
 -- ARGV[6]  now in µs, or 0 to read Redis TIME (anything but 0 is for tests)
+-- ARGV[7]  refunds only: when the refunded spend was decided, µs: it is
+--          given back to the window it was counted in (the current or the
+--          previous one), and not at all once that window has passed
+-- ARGV[8]  refunds only: how long to remember the refund's key, ms
+--
+-- A cost of 0 is always allowed.
 --
 -- Reply: {allowed (0|1), remaining, retry_after µs, reset_after µs, now µs}
--- MAX, int_arg and clock come from prelude.lua, which the lua package
--- puts before this script.
+-- MAX, int_arg, clock and remember come from prelude.lua, which the lua
+-- package puts before this script.
 
 local quota = int_arg(1, 1, MAX)
 local ticks = int_arg(2, 1, MAX)
@@ -34,11 +41,18 @@ local tick = int_arg(3, 1, MAX)
 local cost = int_arg(4, 0, MAX)
 local mode = int_arg(5, 0, 2)
 local now = int_arg(6, 0, MAX)
-if not (quota and ticks and tick and cost and mode and now) then
+if not (quota and ticks and tick and cost and mode and now) or (mode == 2) ~= (#ARGV == 8) then
   return redis.error_reply('ERR ratelimit: sliding_window: invalid argument')
 end
 if cost > quota or ticks > MAX / quota or ticks > MAX / 4 / tick then
   return redis.error_reply('ERR ratelimit: sliding_window: cost or window out of range')
+end
+local spent_at, keep = 0, 0
+if mode == 2 then
+  spent_at, keep = int_arg(7, 0, MAX), int_arg(8, 1, MAX)
+  if not (spent_at and keep and #KEYS == 2) then
+    return redis.error_reply('ERR ratelimit: sliding_window: invalid refund argument')
+  end
 end
 local window = ticks * tick
 now = clock(now)
@@ -74,6 +88,10 @@ end
 -- new quota: count it as the whole quota, which keeps every product exact.
 if cur > quota then cur = quota end
 if prev > quota then prev = quota end
+-- An estimate carried over from a window of another length is written as
+-- this window's count by any call but a Peek, a denial included, with this
+-- window's TTL: it is not forgotten with the old window's shorter one.
+local write = valid and p ~= window and cur > 0 and mode ~= 0
 
 -- The previous window's weight, in ticks left of the current window.
 local elapsed = math.floor((now - start) / tick)
@@ -92,22 +110,19 @@ end
 
 local estimate = weighted(prev, elapsed) + cur
 local allowed = 0
-local write = false
 if mode == 2 then
   allowed = 1
-  if cost > 0 and cur + prev > 0 then
-    -- Give back from the current window first: that is where the most
-    -- recent spend went.
-    local back = cost
-    if back <= cur then
-      cur, back = cur - back, 0
-    else
-      cur, back = 0, back - cur
-      if back < prev then prev = prev - back else prev = 0 end
+  if cost > 0 and remember(KEYS[2], keep) then
+    -- Give back to the window the spend was counted in.
+    if spent_at >= start and spent_at < start + window and cur > 0 then
+      cur = math.max(cur - cost, 0)
+      write = true
+    elseif spent_at >= start - window and spent_at < start and prev > 0 then
+      prev = math.max(prev - cost, 0)
+      write = true
     end
-    write = true
   end
-elseif estimate + cost <= quota then
+elseif cost == 0 or estimate + cost <= quota then
   allowed = 1
   if mode == 1 and cost > 0 then
     cur = cur + cost

@@ -10,7 +10,7 @@ import (
 // the clock by advance.
 type astep struct {
 	advance time.Duration
-	op      string // "allow" (default), "peek", "refund", "reset"
+	op      string // "allow" (default), "peek", "refund" (of the last allowed "allow"), "reset"
 	cost    int64  // cost, or amount for "refund"
 	limit   Limit  // when set, the call goes through WithLimit(limit)
 	allowed bool
@@ -24,6 +24,7 @@ func runAlgTable(t *testing.T, b backend, alg Algorithm, lim Limit, steps []aste
 	ctx := context.Background()
 	l := mustNew(t, b.client, lim, append(b.opts, WithNamespace("table"), WithAlgorithm(alg))...)
 	const id = "user:table"
+	var spent Result // the last allowed "allow", which a "refund" gives back to
 	for i, s := range steps {
 		b.advance(s.advance)
 		call, want := l, lim
@@ -41,10 +42,13 @@ func runAlgTable(t *testing.T, b backend, alg Algorithm, lim Limit, steps []aste
 		switch s.op {
 		case "", "allow":
 			res, err = call.AllowN(ctx, id, s.cost)
+			if res.Allowed {
+				spent = res
+			}
 		case "peek":
 			res, err = call.Peek(ctx, id)
 		case "refund":
-			res, err = call.Refund(ctx, id, s.cost)
+			res, err = call.Refund(ctx, id, spent, s.cost)
 		case "reset":
 			if err := call.Reset(ctx, id); err != nil {
 				t.Fatalf("step %d: Reset: %v", i, err)
@@ -164,12 +168,12 @@ var slidingLogSteps = []astep{
 	{advance: time.Microsecond, cost: 2, allowed: true, remain: 0, reset: time.Minute},
 	{cost: 1, allowed: false, remain: 0, retry: 10 * time.Second, reset: time.Minute},
 	{advance: 10 * time.Second, cost: 3, allowed: true, remain: 0, reset: time.Minute},
-	// refund 4 from the newest entries: the 3 just logged, then 1 of
-	// the 2 logged 10 s ago
-	{op: "refund", cost: 4, allowed: true, remain: 4, reset: 50 * time.Second},
-	{op: "peek", allowed: true, remain: 4, reset: 50 * time.Second},
+	// refund 4 of the spend of 3 just logged: its 3 units come back,
+	// and none of the 2 logged 10 s ago by another spend
+	{op: "refund", cost: 4, allowed: true, remain: 3, reset: 50 * time.Second},
+	{op: "peek", allowed: true, remain: 3, reset: 50 * time.Second},
 	// a cost equal to the limit waits for the last entry to expire
-	{cost: 5, allowed: false, remain: 4, retry: 50 * time.Second, reset: 50 * time.Second},
+	{cost: 5, allowed: false, remain: 3, retry: 50 * time.Second, reset: 50 * time.Second},
 	{advance: 50 * time.Second, cost: 5, allowed: true, remain: 0, reset: time.Minute},
 	// refund past capacity: the log empties, never below it
 	{op: "refund", cost: 5, allowed: true, remain: 5},

@@ -25,6 +25,11 @@ import (
 // With a circuit breaker (WithBreaker), the call goes to Redis only when
 // the breaker lets it; otherwise it fails at once with ErrorCircuitOpen.
 func (l *Limiter) exec(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, *BackendError) {
+	if ctx.Err() != nil {
+		// The caller has given up already: Redis is not asked (and the
+		// breaker learns nothing from it).
+		return nil, newBackendError(ctxErr(ctx))
+	}
 	if l.cfg.breaker == nil {
 		return l.execRedis(ctx, script, keys, args)
 	}

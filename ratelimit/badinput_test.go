@@ -163,7 +163,7 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 			n := alg.String() + "/" + strconv.FormatInt(cost, 10)
 			add("AllowN/"+n, ErrInvalidCost, func() error { _, err := l.AllowN(ctx, "u", cost); return err })
 			add("Wait/"+n, ErrInvalidCost, func() error { _, err := l.Wait(ctx, "u", cost); return err })
-			add("Refund/"+n, ErrInvalidCost, func() error { _, err := l.Refund(ctx, "u", cost); return err })
+			add("Refund/"+n, ErrInvalidCost, func() error { _, err := l.Refund(ctx, "u", spentNow(), cost); return err })
 			add("BatchAllow/"+n, ErrInvalidCost, func() error {
 				res, err := l.BatchAllow(ctx, []Request{{"u", 1}, {"v", cost}})
 				if res != nil {
@@ -179,7 +179,7 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 			add("Wait/"+n, ErrInvalidIdentity, func() error { _, err := l.Wait(ctx, id.id, 1); return err })
 			add("Peek/"+n, ErrInvalidIdentity, func() error { _, err := l.Peek(ctx, id.id); return err })
 			add("Reset/"+n, ErrInvalidIdentity, func() error { return l.Reset(ctx, id.id) })
-			add("Refund/"+n, ErrInvalidIdentity, func() error { _, err := l.Refund(ctx, id.id, 1); return err })
+			add("Refund/"+n, ErrInvalidIdentity, func() error { _, err := l.Refund(ctx, id.id, spentNow(), 1); return err })
 			add("Key/"+n, ErrInvalidIdentity, func() error { _, err := l.Key(id.id); return err })
 			add("BatchAllow/"+n, ErrInvalidIdentity, func() error {
 				_, err := l.BatchAllow(ctx, []Request{{"u", 1}, {id.id, 1}})
@@ -192,7 +192,7 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 	for _, cs := range [][]int64{nil, {1}, {1, 1, 1}, {-1, 1}, {1, -1}, {math.MinInt64, 1}, {1, math.MaxInt64}, {11, 1}, {1, 101}} {
 		n := fmtInts(cs)
 		add("AllowCosts/"+n, ErrInvalidCost, func() error { _, err := multi.AllowCosts(ctx, "u", cs...); return err })
-		add("MultiRefund/"+n, ErrInvalidCost, func() error { _, err := multi.Refund(ctx, "u", cs...); return err })
+		add("MultiRefund/"+n, ErrInvalidCost, func() error { _, err := multi.Refund(ctx, "u", MultiResult{Result: spentNow()}, cs...); return err })
 	}
 	for _, cost := range costs {
 		add("MultiAllowN/"+strconv.FormatInt(cost, 10), ErrInvalidCost, func() error { _, err := multi.AllowN(ctx, "u", cost); return err })
@@ -201,7 +201,7 @@ func TestBadInputEveryEntryPoint(t *testing.T) {
 		add("MultiAllow/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.Allow(ctx, id.id); return err })
 		add("MultiAllowCosts/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.AllowCosts(ctx, id.id, 1, 1); return err })
 		add("MultiPeek/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.Peek(ctx, id.id); return err })
-		add("MultiRefund/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.Refund(ctx, id.id, 1, 1); return err })
+		add("MultiRefund/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.Refund(ctx, id.id, MultiResult{Result: spentNow()}, 1, 1); return err })
 		add("MultiReset/"+id.name, ErrInvalidIdentity, func() error { return multi.Reset(ctx, id.id) })
 		add("MultiKeys/"+id.name, ErrInvalidIdentity, func() error { _, err := multi.Keys(id.id); return err })
 	}
@@ -385,9 +385,11 @@ func fmtInts(v []int64) string {
 // deadline has passed. None of these is bad input (the call is valid; it
 // cannot reach Redis), so each gives a *BackendError of the matching type
 // (connection, canceled, timeout) with a "ratelimit:" message; decisions
-// are decided by the fail strategy and published once each, with the error,
-// as every decision is; the other calls publish nothing. Nothing changes in
-// Redis.
+// are published once each, with the error, as every decision is, and are
+// decided by the fail strategy when the client is closed, and denied with
+// ReasonCanceled under either strategy when the caller's own context has
+// ended (a caller that gave up is no outage: FailOpen must not let it
+// through); the other calls publish nothing. Nothing changes in Redis.
 func TestBadStateEveryEntryPoint(t *testing.T) {
 	srv := redistestStart(t)
 	admin := srv.Client(t)
@@ -423,7 +425,7 @@ func TestBadStateEveryEntryPoint(t *testing.T) {
 					return res[0], err
 				}},
 				entry{n + "/Peek", false, func(ctx context.Context) (Result, error) { return l.Peek(ctx, id) }},
-				entry{n + "/Refund", false, func(ctx context.Context) (Result, error) { return l.Refund(ctx, id, 1) }},
+				entry{n + "/Refund", false, func(ctx context.Context) (Result, error) { return l.Refund(ctx, id, spentNow(), 1) }},
 				entry{n + "/Reset", false, func(ctx context.Context) (Result, error) { return Result{}, l.Reset(ctx, id) }},
 			)
 		}
@@ -440,7 +442,7 @@ func TestBadStateEveryEntryPoint(t *testing.T) {
 			}},
 			entry{"multi/Peek", false, func(ctx context.Context) (Result, error) { r, err := m.Peek(ctx, id); return r.Result, err }},
 			entry{"multi/Refund", false, func(ctx context.Context) (Result, error) {
-				r, err := m.Refund(ctx, id, 1, 1)
+				r, err := m.Refund(ctx, id, MultiResult{Result: spentNow()}, 1, 1)
 				return r.Result, err
 			}},
 			entry{"multi/Reset", false, func(ctx context.Context) (Result, error) { return Result{}, m.Reset(ctx, id) }},
@@ -512,8 +514,11 @@ func TestBadStateEveryEntryPoint(t *testing.T) {
 						continue
 					}
 					wantEvents++
-					k := faultKind{name: e.name, fail: fail}
-					if msg := k.checkFailed(res, err, st.want); msg != "" {
+					if st.ctx != ctx {
+						if res.Allowed || res.Reason != ReasonCanceled {
+							t.Errorf("%s: result %+v with the caller's context ended, want a denial with ReasonCanceled", e.name, res)
+						}
+					} else if msg := (faultKind{name: e.name, fail: fail}).checkFailed(res, err, st.want); msg != "" {
 						t.Errorf("%s", msg)
 					}
 					if len(events) != 1 || !errors.Is(events[0].Err, ErrBackend) || events[0].Result != res {

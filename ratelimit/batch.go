@@ -83,7 +83,7 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 			res, err = l.decode(calls[i].reply)
 		}
 		if err != nil {
-			res = l.failResult()
+			res = l.failResult(ctx)
 			if first == nil {
 				first = err
 			}
@@ -106,6 +106,9 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 // context deadlines, the timeout passed) before the pipeline returned: then
 // calls are not to be read, since the pipeline may still be writing them.
 func (l *Limiter) runBatch(ctx context.Context, calls []*scriptCall) *BackendError {
+	if ctx.Err() != nil {
+		return newBackendError(ctxErr(ctx)) // the caller gave up: Redis is not asked
+	}
 	b := l.cfg.breaker
 	if b == nil {
 		return l.runBatchRedis(ctx, calls)

@@ -65,9 +65,10 @@ func BenchmarkRefund(b *testing.B) {
 	}{{"no-subscriber", nil}, {"subscriber", []Option{WithSubscribers(counter)}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			l := mustNew(b, c, PerSecond(1e6), bc.opts...)
+			spent := spentNow()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				if _, err := l.Refund(ctx, "user:"+strconv.Itoa(i%1000), 1); err != nil {
+				if _, err := l.Refund(ctx, "user:"+strconv.Itoa(i%1000), spent, 1); err != nil {
 					b.Fatal(err)
 				}
 			}

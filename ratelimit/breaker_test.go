@@ -318,7 +318,7 @@ func TestBreakerShared(t *testing.T) {
 	isOpen("release", lease.Release(ctx))
 	_, err = l.Peek(ctx, "u")
 	isOpen("peek", err)
-	_, err = l.Refund(ctx, "u", 1)
+	_, err = l.Refund(ctx, "u", spentNow(), 1)
 	isOpen("refund", err)
 	results, err := l.BatchAllow(ctx, []Request{{"a", 1}, {"b", 1}})
 	isOpen("batch", err)

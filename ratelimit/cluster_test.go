@@ -62,11 +62,15 @@ func TestCluster(t *testing.T) {
 	for _, alg := range limiterAlgorithms {
 		t.Run(alg.String(), func(t *testing.T) {
 			l := mustNew(t, cc, PerMinute(2), frozen, WithAlgorithm(alg), WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
+			var first Result
 			for i := range identities {
 				res, err := l.AllowN(ctx, id(i), 2)
 				noBackendError(t, "AllowN", err)
 				if !res.Allowed || res.Reason != ReasonQuota {
 					t.Fatalf("%s: first call %+v", id(i), res)
+				}
+				if i == 0 {
+					first = res
 				}
 				res, err = l.Allow(ctx, id(i))
 				noBackendError(t, "Allow", err)
@@ -74,7 +78,7 @@ func TestCluster(t *testing.T) {
 					t.Fatalf("%s: second call allowed over the limit", id(i))
 				}
 			}
-			_, err := l.Refund(ctx, id(0), 1)
+			_, err := l.Refund(ctx, id(0), first, 1)
 			noBackendError(t, "Refund", err)
 			if res, err := l.Peek(ctx, id(0)); err != nil || !res.Allowed {
 				t.Fatalf("Peek after refund: %+v %v", res, err)
@@ -110,11 +114,15 @@ func TestCluster(t *testing.T) {
 			{Name: "minute", Limit: PerMinute(100), Algorithm: SlidingWindow},
 			{Name: "tokens", Limit: PerHour(1000), Algorithm: FixedWindow},
 		}, frozen, WithNamespace("cl"), WithFailStrategy(FailClosed), WithTimeout(5*time.Second))
+		var first MultiResult
 		for i := range identities {
 			res, err := m.AllowCosts(ctx, id(i), 1, 1, 1000)
 			noBackendError(t, "AllowCosts", err)
 			if !res.Allowed {
 				t.Fatalf("%s: %+v", id(i), res)
+			}
+			if i == 0 {
+				first = res
 			}
 			res, err = m.AllowCosts(ctx, id(i), 1, 1, 1)
 			noBackendError(t, "AllowCosts", err)
@@ -122,8 +130,13 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("%s: the token quota did not deny all or nothing: %+v", id(i), res)
 			}
 		}
-		_, err := m.Refund(ctx, id(0), 0, 0, 10)
+		// The refund's own key is in the identity's slot too, or the
+		// script would fail with CROSSSLOT on the cluster.
+		refunded, err := m.Refund(ctx, id(0), first, 0, 0, 10)
 		noBackendError(t, "Refund", err)
+		if refunded.Quotas[2].Remaining != 10 {
+			t.Fatalf("after the refund: %+v, want 10 tokens back", refunded)
+		}
 		keys, _ := m.Keys(id(0))
 		sameSlot(t, keys...)
 		noBackendError(t, "Reset", m.Reset(ctx, id(1)))

@@ -166,7 +166,7 @@ func (c *ConcurrencyLimiter) Acquire(ctx context.Context, identity string, weigh
 	res, berr := c.run(ctx, lease.keys, id, weight, opAcquire)
 	switch {
 	case berr != nil:
-		res = c.l.failResult()
+		res = c.l.failResult(ctx)
 	case !res.Allowed:
 		res = c.l.shadow(res)
 	default:
@@ -194,7 +194,7 @@ func (c *ConcurrencyLimiter) Peek(ctx context.Context, identity string) (Result,
 	}
 	res, berr := c.run(ctx, c.l.scriptKeys(key), "0", 1, opPeek)
 	if berr != nil {
-		return c.l.failResult(), berr
+		return c.l.failResult(ctx), berr
 	}
 	return res, nil
 }
@@ -222,6 +222,7 @@ func (c *ConcurrencyLimiter) run(ctx context.Context, keys []string, id string, 
 		Remaining:  reply[1],
 		RetryAfter: durationUS(reply[2]),
 		ResetAfter: durationUS(reply[3]),
+		Time:       time.UnixMicro(reply[4]),
 	}, nil
 }
 

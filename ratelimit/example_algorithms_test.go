@@ -209,7 +209,7 @@ func ExampleMultiLimiter_AllowCosts() {
 	fmt.Println("reserved:", res.Allowed, "tokens left:", res.Quotas[1].Remaining)
 	// ...and settle with the tokens it used.
 	used := int64(1500)
-	res, _ = limiter.Refund(ctx, "key:42", 0, 4000-used)
+	res, _ = limiter.Refund(ctx, "key:42", res, 0, 4000-used)
 	fmt.Println("settled, tokens left:", res.Quotas[1].Remaining)
 	// Output:
 	// reserved: true tokens left: 6000
@@ -227,16 +227,21 @@ func ExampleLimiter_Refund() {
 	}
 	ctx := context.Background()
 	maxTokens, used := int64(4000), int64(900)
-	res, _ := llm.AllowN(ctx, "key:42", maxTokens) // reserve the most it may use
-	fmt.Println("reserved, remaining:", res.Remaining)
-	res, _ = llm.Refund(ctx, "key:42", maxTokens-used) // settle
+	spent, _ := llm.AllowN(ctx, "key:42", maxTokens) // reserve the most it may use
+	fmt.Println("reserved, remaining:", spent.Remaining)
+	res, _ := llm.Refund(ctx, "key:42", spent, maxTokens-used) // settle what that call spent
 	fmt.Println("settled, remaining:", res.Remaining)
-	res, _ = llm.Refund(ctx, "key:42", 10000) // never above the burst
+	res, _ = llm.Refund(ctx, "key:42", spent, 10000) // never above the burst
 	fmt.Println("over-refunded, remaining:", res.Remaining)
+	_, _ = llm.AllowN(ctx, "key:42", 10000) // empties the bucket
+	denied, _ := llm.AllowN(ctx, "key:42", 1)
+	res, _ = llm.Refund(ctx, "key:42", denied, 1) // a denial spent nothing: nothing to give back
+	fmt.Println("refund of a denial:", res == ratelimit.Result{})
 	// Output:
 	// reserved, remaining: 6000
 	// settled, remaining: 9100
 	// over-refunded, remaining: 10000
+	// refund of a denial: true
 }
 
 // A RefundSubscriber sees what every Refund gave back; here Hooks counts
@@ -259,9 +264,7 @@ func ExampleRefundSubscriber() {
 	ctx := context.Background()
 	for _, used := range []int64{900, 1500} {
 		res, _ := llm.AllowN(ctx, "key:42", 2000)
-		if res.Reason == ratelimit.ReasonQuota { // Redis took the tokens: give back the unused ones
-			_, _ = llm.Refund(ctx, "key:42", 2000-used)
-		}
+		_, _ = llm.Refund(ctx, "key:42", res, 2000-used) // nothing unless the call spent
 	}
 	fmt.Println("refunded:", refunded)
 	// Output:

@@ -168,10 +168,10 @@ func TestEventsPerAlgorithm(t *testing.T) {
 	for _, alg := range limiterAlgorithms {
 		rec := &recorder{}
 		l := mustNew(t, b.client, PerMinute(1), append(b.opts, WithAlgorithm(alg), WithNamespace("ev"), WithSubscribers(rec))...)
-		_, _ = l.Allow(ctx, "u")
+		first, _ := l.Allow(ctx, "u")
 		_, _ = l.Allow(ctx, "u")
 		_, _ = l.Peek(ctx, "u")
-		_, _ = l.Refund(ctx, "u", 1)
+		_, _ = l.Refund(ctx, "u", first, 1)
 		events := rec.all()
 		if len(events) != 2 {
 			t.Fatalf("%v: %d events, want 2 (Peek and Refund are not decisions)", alg, len(events))
@@ -292,9 +292,9 @@ func TestNewBadInput(t *testing.T) {
 		}, ErrInvalidOption},
 		{"validate concurrency", func() error { return Concurrency.Validate(PerSecond(1)) }, ErrInvalidOption},
 		{"validate unknown", func() error { return Algorithm(99).Validate(PerSecond(1)) }, ErrInvalidOption},
-		{"refund negative", func() error { _, err := l.Refund(ctx, "u", -1); return err }, ErrInvalidCost},
-		{"refund above quota", func() error { _, err := l.Refund(ctx, "u", 11); return err }, ErrInvalidCost},
-		{"refund empty identity", func() error { _, err := l.Refund(ctx, "", 1); return err }, ErrInvalidIdentity},
+		{"refund negative", func() error { _, err := l.Refund(ctx, "u", Result{}, -1); return err }, ErrInvalidCost},
+		{"refund above quota", func() error { _, err := l.Refund(ctx, "u", Result{}, 11); return err }, ErrInvalidCost},
+		{"refund empty identity", func() error { _, err := l.Refund(ctx, "", Result{}, 1); return err }, ErrInvalidIdentity},
 		{"cost above quota", func() error { _, err := l.AllowN(ctx, "u", 11); return err }, ErrInvalidCost},
 		{"concurrency nil client", func() error { _, err := NewConcurrency(nil, 1); return err }, ErrNilClient},
 		{"concurrency zero max", func() error { _, err := NewConcurrency(b.client, 0); return err }, ErrInvalidLimit},
@@ -398,13 +398,17 @@ func TestACLEveryAlgorithm(t *testing.T) {
 	sorted := user("sorted", aclCommands+" "+aclSortedSets)
 	exercise := func(t *testing.T, l *Limiter) {
 		t.Helper()
+		var first Result
 		for i, want := range []bool{true, true, false} {
 			res, err := l.Allow(ctx, "u")
 			if err != nil || res.Allowed != want {
 				t.Fatalf("call %d: %+v %v", i, res, err)
 			}
+			if i == 0 {
+				first = res
+			}
 		}
-		if _, err := l.Refund(ctx, "u", 1); err != nil {
+		if _, err := l.Refund(ctx, "u", first, 1); err != nil {
 			t.Fatalf("Refund: %v", err)
 		}
 		if _, err := l.Peek(ctx, "u"); err != nil {
@@ -422,12 +426,17 @@ func TestACLEveryAlgorithm(t *testing.T) {
 	t.Run("multi", func(t *testing.T) {
 		m := mustNewMulti(t, basic, []Quota{{Name: "a", Limit: PerMinute(2)}, {Name: "b", Limit: PerHour(9), Algorithm: SlidingWindow}},
 			WithNamespace("acl"), WithFailStrategy(FailClosed))
+		var first MultiResult
 		for i, want := range []bool{true, true, false} {
-			if res, err := m.Allow(ctx, "u"); err != nil || res.Allowed != want {
+			res, err := m.Allow(ctx, "u")
+			if err != nil || res.Allowed != want {
 				t.Fatalf("call %d: %+v %v", i, res, err)
 			}
+			if i == 0 {
+				first = res
+			}
 		}
-		if _, err := m.Refund(ctx, "u", 1, 1); err != nil {
+		if _, err := m.Refund(ctx, "u", first, 1, 1); err != nil {
 			t.Fatalf("Refund: %v", err)
 		}
 	})
@@ -496,7 +505,10 @@ func TestFailStrategiesNewLimiters(t *testing.T) {
 	if !errors.Is(err, ErrBackend) || mres.Allowed || mres.Reason != ReasonFailClosed {
 		t.Fatalf("fail-closed multi: %+v %v", mres, err)
 	}
-	if _, err := openM.Refund(ctx, "u", 1, 1); !errors.Is(err, ErrBackend) {
+	if _, err := openM.Refund(ctx, "u", mres, 1, 1); err != nil {
+		t.Fatalf("refund of a fail-closed denial: %v, want nothing to do", err)
+	}
+	if _, err := openM.Refund(ctx, "u", MultiResult{Result: spentNow()}, 1, 1); !errors.Is(err, ErrBackend) {
 		t.Fatalf("refund with Redis down: %v", err)
 	}
 	events := rec.all()

@@ -156,3 +156,8 @@ func checkBadInput(t *testing.T, c redis.UniversalClient, rec *recorder, cases [
 		t.Fatalf("bad input published %d events", n)
 	}
 }
+
+// spentNow is the Result of a call that spent in Redis just now, for tests
+// that refund without making the call first (bad input, a Redis that is
+// down): Refund gives nothing back to a Result that spent nothing.
+func spentNow() Result { return Result{Allowed: true, Reason: ReasonQuota, Time: time.Now()} }

@@ -350,7 +350,7 @@ func (l *Limiter) decide(ctx context.Context, key string, cost int64, apply bool
 	}
 	res, err := l.eval(ctx, key, cost, mode)
 	if err != nil {
-		res = l.failResult()
+		res = l.failResult(ctx)
 	} else if apply {
 		res = l.shadow(res)
 	}
@@ -400,8 +400,14 @@ func callTiming(start time.Time, err *BackendError) (time.Time, time.Duration, e
 	}
 }
 
-func (l *Limiter) failResult() Result {
-	if l.cfg.fail == FailClosed {
+// failResult is the Result of a call Redis did not decide: a denial when the
+// caller's context has ended (the caller gave up; that is no outage, and
+// FailOpen must not let it through), else the fail strategy's.
+func (l *Limiter) failResult(ctx context.Context) Result {
+	switch {
+	case ctx.Err() != nil:
+		return Result{Allowed: false, Reason: ReasonCanceled, Limit: l.limit}
+	case l.cfg.fail == FailClosed:
 		return Result{Allowed: false, Reason: ReasonFailClosed, Limit: l.limit}
 	}
 	return Result{Allowed: true, Reason: ReasonFailOpen, Limit: l.limit}
@@ -444,5 +450,6 @@ func (l *Limiter) decode(reply []int64) (Result, *BackendError) {
 		Remaining:  reply[1],
 		RetryAfter: durationUS(reply[2]),
 		ResetAfter: durationUS(reply[3]),
+		Time:       time.UnixMicro(reply[4]),
 	}, nil
 }

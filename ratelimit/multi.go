@@ -231,7 +231,7 @@ func (m *MultiLimiter) AllowN(ctx context.Context, identity string, cost int64) 
 // Redis failed, and the Result is then the fail strategy's. Every call is
 // published once.
 func (m *MultiLimiter) AllowCosts(ctx context.Context, identity string, costs ...int64) (MultiResult, error) {
-	return m.call(ctx, identity, costs, modeSpend, true)
+	return m.call(ctx, identity, costs, modeSpend, true, time.Time{})
 }
 
 // Peek returns what Allow would decide now, without spending and without
@@ -241,19 +241,31 @@ func (m *MultiLimiter) Peek(ctx context.Context, identity string) (MultiResult, 
 	for i := range costs {
 		costs[i] = 1
 	}
-	return m.call(ctx, identity, costs, modePeek, false)
+	return m.call(ctx, identity, costs, modePeek, false, time.Time{})
 }
 
 // Refund gives amounts[i] back to quota i, one amount per quota (0 for a
-// quota to leave alone), with the rules of Limiter.Refund: never above a
-// full burst or quota. Reserve the largest an LLM request may use with
-// AllowCosts(ctx, id, 1, maxTokens), then Refund(ctx, id, 0, maxTokens-used).
-// A refund is not a decision and on a Redis failure the error is a
-// *BackendError and the MultiResult is zero. It is published as one
-// RefundEvent per quota with a non-zero amount, with that quota's
-// algorithm, key, amount and result (see Limiter.Refund).
-func (m *MultiLimiter) Refund(ctx context.Context, identity string, amounts ...int64) (MultiResult, error) {
-	return m.call(ctx, identity, amounts, modeRefund, false)
+// quota to leave alone), of what the call that returned spent spent, with
+// the rules of Limiter.Refund: to the window that call was counted in,
+// exactly once, never above a full burst or quota, and nothing (no Redis
+// call, a zero MultiResult) when spent spent nothing. Reserve the largest
+// an LLM request may use with res, err := AllowCosts(ctx, id, 1, maxTokens),
+// then Refund(ctx, id, res, 0, maxTokens-used). A refund is not a decision
+// and on a Redis failure the error is a *BackendError and the MultiResult
+// is zero. It is published as one RefundEvent per quota with a non-zero
+// amount, with that quota's algorithm, key, amount and result (see
+// Limiter.Refund).
+func (m *MultiLimiter) Refund(ctx context.Context, identity string, spent MultiResult, amounts ...int64) (MultiResult, error) {
+	if err := m.checkCosts(amounts); err != nil {
+		return MultiResult{}, err
+	}
+	if _, err := m.l.keys.tag(identity); err != nil {
+		return MultiResult{}, err
+	}
+	if !spent.spent() {
+		return MultiResult{}, nil
+	}
+	return m.call(ctx, identity, amounts, modeRefund, false, spent.Time)
 }
 
 // Reset forgets identity's state in every quota.
@@ -278,7 +290,9 @@ func (m *MultiLimiter) checkCosts(costs []int64) error {
 	return nil
 }
 
-func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64, mode int, decision bool) (MultiResult, error) {
+// call runs multi.lua for identity; spentAt is the time of the call a
+// refund gives back to, and unused otherwise.
+func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64, mode int, decision bool, spentAt time.Time) (MultiResult, error) {
 	if err := m.checkCosts(costs); err != nil {
 		return MultiResult{}, err
 	}
@@ -291,7 +305,7 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 	if publish {
 		start = time.Now()
 	}
-	res, berr := m.eval(ctx, keys, costs, mode)
+	res, berr := m.eval(ctx, keys, costs, mode, spentAt)
 	if mode == modeRefund {
 		if publish { // one RefundEvent per quota given something back
 			for i, q := range m.quotas {
@@ -311,7 +325,7 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 		return res, nil
 	}
 	if berr != nil {
-		res = m.failResult()
+		res = m.failResult(ctx)
 	} else if decision {
 		res.Result = m.l.shadow(res.Result)
 	}
@@ -335,12 +349,23 @@ func (m *MultiLimiter) deciding(res MultiResult) int {
 	return 0
 }
 
-func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, mode int) (MultiResult, *BackendError) {
-	args := make([]any, len(m.args))
+func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, mode int, spentAt time.Time) (MultiResult, *BackendError) {
+	args := make([]any, len(m.args), len(m.args)+2)
 	copy(args, m.args)
 	args[0], args[1], args[2] = len(m.quotas), mode, m.l.nowArg()
 	for i, c := range costs {
 		args[3+5*i+4] = c
+	}
+	if mode == modeRefund {
+		// The refund's own key (under the first quota's key, so in the
+		// identity's slot), the refunded call's time, and how long Redis
+		// remembers the refund.
+		refundKey, err := newRefundKey(keys[0])
+		if err != nil {
+			return MultiResult{}, newBackendError(err)
+		}
+		keys = append(keys[:len(keys):len(keys)], refundKey)
+		args = append(args, spentAt.UnixMicro(), m.l.refundMemoryMS())
 	}
 	reply, err := m.l.exec(ctx, multiScript, keys, args...)
 	if err != nil {
@@ -360,6 +385,7 @@ func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, m
 			RetryAfter: durationUS(r[2]),
 			ResetAfter: durationUS(r[3]),
 			Quota:      q.Name,
+			Time:       time.UnixMicro(reply[1]),
 		}
 	}
 	out.Result = out.Quotas[m.bind(out.Quotas, costs, reply[0] == 1)]
@@ -400,8 +426,8 @@ func lessShare(r1, c1, r2, c2 int64) bool {
 	return h1 < h2 || h1 == h2 && l1 < l2
 }
 
-func (m *MultiLimiter) failResult() MultiResult {
-	out := MultiResult{Result: m.l.failResult(), Quotas: make([]Result, len(m.quotas))}
+func (m *MultiLimiter) failResult(ctx context.Context) MultiResult {
+	out := MultiResult{Result: m.l.failResult(ctx), Quotas: make([]Result, len(m.quotas))}
 	for i, q := range m.quotas {
 		out.Quotas[i] = out.Result
 		out.Quotas[i].Limit = q.Limit

@@ -76,13 +76,14 @@ func TestMultiTable(t *testing.T) {
 			// first quota binds on a tie.
 			res, err = m.AllowN(ctx, id, 2)
 			check("cost 2", res, err, want{true, "burst", 0, 0, [2]bool{true, true}, [2]int64{0, 0}})
+			spent := res
 			b.advance(10 * time.Second)
 			// The daily quota denies until midnight; the per-second one
 			// would allow, and is not spent.
 			res, err = m.Allow(ctx, id)
 			check("daily denies", res, err, want{false, "daily", 0, toMidnight - 21500*time.Millisecond, [2]bool{true, false}, [2]int64{2, 0}})
 			// Settle: give 2 back to the daily quota only.
-			res, err = m.Refund(ctx, id, 0, 2)
+			res, err = m.Refund(ctx, id, spent, 0, 2)
 			check("refund", res, err, want{true, "daily", 2, 0, [2]bool{true, true}, [2]int64{2, 2}})
 			res, err = m.AllowCosts(ctx, id, 1, 2)
 			check("costs 1 and 2", res, err, want{true, "daily", 0, 0, [2]bool{true, true}, [2]int64{1, 0}})
@@ -130,6 +131,7 @@ func TestMultiMatchesSingle(t *testing.T) {
 			t.Run(tc.alg.String()+"/"+b.name, func(t *testing.T) {
 				ctx := context.Background()
 				m := mustNewMulti(t, b.client, []Quota{{Name: "q", Limit: tc.limit, Algorithm: tc.alg}}, b.opts...)
+				var spent MultiResult // the last allowed "allow", which a "refund" gives back to
 				for i, s := range tc.steps {
 					b.advance(s.advance)
 					var (
@@ -139,10 +141,13 @@ func TestMultiMatchesSingle(t *testing.T) {
 					switch s.op {
 					case "", "allow":
 						res, err = m.AllowN(ctx, "id", s.cost)
+						if res.Allowed {
+							spent = res
+						}
 					case "peek":
 						res, err = m.Peek(ctx, "id")
 					case "refund":
-						res, err = m.Refund(ctx, "id", s.cost)
+						res, err = m.Refund(ctx, "id", spent, s.cost)
 					case "reset":
 						if err := m.Reset(ctx, "id"); err != nil {
 							t.Fatal(err)
@@ -199,7 +204,7 @@ func TestMultiBadInput(t *testing.T) {
 		{"too many costs", func() error { _, err := m.AllowCosts(ctx, "u", 1, 1, 1); return err }, ErrInvalidCost},
 		{"negative cost", func() error { _, err := m.AllowCosts(ctx, "u", 1, -1); return err }, ErrInvalidCost},
 		{"cost above a quota", func() error { _, err := m.AllowN(ctx, "u", 11); return err }, ErrInvalidCost},
-		{"refund above a quota", func() error { _, err := m.Refund(ctx, "u", 0, 1001); return err }, ErrInvalidCost},
+		{"refund above a quota", func() error { _, err := m.Refund(ctx, "u", MultiResult{Result: spentNow()}, 0, 1001); return err }, ErrInvalidCost},
 		{"empty identity", func() error { _, err := m.Allow(ctx, ""); return err }, ErrInvalidIdentity},
 		{"reset empty identity", func() error { return m.Reset(ctx, "") }, ErrInvalidIdentity},
 	}

@@ -286,8 +286,8 @@ func TestPipelineCancel(t *testing.T) {
 	if !errors.As(o.err, &be) || be.Type != ErrorCanceled || !errors.Is(o.err, context.Canceled) {
 		t.Fatalf("canceled call: %v, want a canceled *BackendError", o.err)
 	}
-	if !o.res.Allowed || o.res.Reason != ReasonFailOpen {
-		t.Errorf("canceled call's result %+v, want the fail-open decision", o.res)
+	if o.res.Allowed || o.res.Reason != ReasonCanceled {
+		t.Errorf("canceled call's result %+v, want a denial with ReasonCanceled, FailOpen notwithstanding", o.res)
 	}
 	if l.pipe.queued() != n+1 {
 		t.Fatalf("the queue changed while Redis was paused")
@@ -351,7 +351,8 @@ func TestPipelineCancel(t *testing.T) {
 
 // TestPipelineTimeout: behind a paused Redis each queued call leaves at its
 // own deadline (the backend timeout, or its context's earlier one) with a
-// timeout error and the fail strategy's result.
+// timeout error: the fail strategy's result at the backend timeout, a
+// denial with ReasonCanceled at the caller's own deadline.
 func TestPipelineTimeout(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
@@ -363,6 +364,7 @@ func TestPipelineTimeout(t *testing.T) {
 	type timed struct {
 		outcome
 		took time.Duration
+		own  bool // the call with a deadline of its own
 	}
 	outs := make(chan timed, n)
 	for i := range n {
@@ -375,7 +377,7 @@ func TestPipelineTimeout(t *testing.T) {
 			}
 			start := time.Now()
 			res, err := l.Allow(ctx, "id-"+strconv.Itoa(i))
-			outs <- timed{outcome{res, err}, time.Since(start)}
+			outs <- timed{outcome{res, err}, time.Since(start), i == 0}
 		}()
 	}
 	var timeouts int
@@ -386,7 +388,10 @@ func TestPipelineTimeout(t *testing.T) {
 			t.Errorf("call on a paused Redis: %v, want a timeout *BackendError", o.err)
 			continue
 		}
-		if o.res.Allowed || o.res.Reason != ReasonFailClosed {
+		switch {
+		case o.own && (o.res.Allowed || o.res.Reason != ReasonCanceled):
+			t.Errorf("result %+v at the caller's own deadline, want a denial with ReasonCanceled", o.res)
+		case !o.own && (o.res.Allowed || o.res.Reason != ReasonFailClosed):
 			t.Errorf("result %+v, want the fail-closed denial", o.res)
 		}
 		// Not a speed assertion: without per-call deadlines these calls

@@ -8,29 +8,55 @@ import (
 
 // Refund gives amount units of cost back to identity, for a call that
 // reserved more than it used: reserve the most an LLM request may spend
-// (max_tokens) with AllowN, then refund what it did not use. Refund never
-// raises the remaining cost above a full burst (or quota), so it cannot grant
-// more than the limit.
+// (max_tokens) with AllowN, then refund what it did not use, passing the
+// Result of that AllowN as spent:
 //
-// Per algorithm: TokenBucket adds the tokens back; FixedWindow takes them off
-// the current window's count (a reservation made in an earlier window has
-// already been forgotten, and a refund cannot go below zero spent);
-// SlidingWindow takes them off the current window, then the previous one;
-// SlidingLog takes them off its newest entries.
+//	res, err := lim.AllowN(ctx, id, maxTokens)
+//	// ... the work, which used `used` tokens
+//	lim.Refund(ctx, id, res, maxTokens-used)
 //
-// The returned Result is the state after the refund, with Allowed true. A
-// refund is not a decision and the fail strategy does not apply: on a Redis
-// failure the error is a *BackendError and the Result is zero. It is
-// published on the bus as a RefundEvent, to the subscribers that implement
-// RefundSubscriber (the prom, otel and slog subscribers do), so that cost
-// metrics can count what was given back. An amount below zero or above the
-// burst is an error wrapping ErrInvalidCost (not published); an amount of 0
-// changes nothing.
-func (l *Limiter) Refund(ctx context.Context, identity string, amount int64) (Result, error) {
+// The units go back to what spent spent, never elsewhere, and never above a
+// full burst (or quota), so a refund cannot grant more than the limit:
+// TokenBucket adds the tokens back; FixedWindow takes them off the window
+// spent was counted in, and SlidingWindow off the current or the previous
+// window, whichever it was counted in (nothing once that window has
+// passed); SlidingLog takes them off the log entries of spent (nothing once
+// they left the window). amount should not exceed the cost of that call:
+// more takes units off other calls decided in the same window (the same
+// microsecond, for SlidingLog).
+//
+// A refund is applied exactly once: each carries an id that Redis
+// remembers (for a minute, or ten backend timeouts if longer), so a refund
+// sent again after its reply was lost (go-redis resends a call after a
+// broken connection, within the backend timeout) gives nothing back the
+// second time.
+//
+// When spent spent nothing (a denial, a shadow pass, a decision of the fail
+// strategy or a canceled call: see Result.Time), there is nothing to give
+// back: Refund returns a zero Result and a nil error without calling Redis
+// or publishing anything.
+//
+// Otherwise the returned Result is the state after the refund, with Allowed
+// true. A refund is not a decision and the fail strategy does not apply: on
+// a Redis failure the error is a *BackendError and the Result is zero (the
+// refund may or may not have happened; retrying it with a new call is
+// safe only where giving back twice is). It is published on the bus as a
+// RefundEvent, to the subscribers that implement RefundSubscriber (the
+// prom, otel and slog subscribers do), so that cost metrics can count what
+// was given back. An amount below zero or above the burst is an error
+// wrapping ErrInvalidCost (not published); an amount of 0 changes nothing.
+func (l *Limiter) Refund(ctx context.Context, identity string, spent Result, amount int64) (Result, error) {
 	if amount < 0 || amount > l.pol.capacity {
 		return Result{}, fmt.Errorf("%w: refund %d must be between 0 and the burst %d", ErrInvalidCost, amount, l.pol.capacity)
 	}
 	key, err := l.keys.key(identity)
+	if err != nil {
+		return Result{}, err
+	}
+	if !spent.spent() {
+		return Result{}, nil
+	}
+	refundKey, err := newRefundKey(key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -39,7 +65,13 @@ func (l *Limiter) Refund(ctx context.Context, identity string, amount int64) (Re
 	if publish {
 		start = time.Now()
 	}
-	res, berr := l.eval(ctx, key, amount, modeRefund)
+	keys := append(l.scriptKeys(key), refundKey)
+	reply, berr := l.exec(ctx, l.script, keys, l.argA, l.argB, l.argC, amount, modeRefund, l.nowArg(),
+		spent.Time.UnixMicro(), l.refundMemoryMS())
+	var res Result
+	if berr == nil {
+		res, berr = l.decode(reply)
+	}
 	if berr != nil {
 		res = Result{}
 	}
@@ -51,6 +83,29 @@ func (l *Limiter) Refund(ctx context.Context, identity string, amount int64) (Re
 	}
 	return res, nil
 }
+
+// refundMemoryMS is how long Redis remembers a refund's id, so that the
+// same refund sent again (a lost reply, the client's resend) is applied
+// once: a minute, or ten backend timeouts if longer, far longer than a
+// resend can take (go-redis resends within the call's context, which the
+// backend timeout bounds), and short enough that the ids of a busy service
+// take little memory.
+func (l *Limiter) refundMemoryMS() int64 {
+	return max(time.Minute, 10*l.cfg.timeout).Milliseconds()
+}
+
+// newRefundKey returns the key that makes one refund of key exactly-once:
+// key + ":refund:" + 128 random bits in hex. It shares key's hash tag, so
+// its Cluster slot.
+func newRefundKey(key string) (string, error) {
+	id, err := newLeaseID()
+	if err != nil {
+		return "", fmt.Errorf("ratelimit: refund id: %w", err)
+	}
+	return key + refundSuffix + id, nil
+}
+
+const refundSuffix = ":refund:"
 
 // RefundEvent is cost given back by Refund (of a Limiter or a
 // MultiLimiter), published on the limiter's bus after the Redis call to

@@ -49,11 +49,12 @@ func TestRefundEvents(t *testing.T) {
 	opts := []Option{WithSubscribers(rec, plain, Hooks{OnRefund: func(_ context.Context, r RefundEvent) { hooked = append(hooked, r) }})}
 
 	l := mustNew(t, c, PerMinute(10), append(opts, WithNamespace("refunds"))...)
-	if res, err := l.AllowN(ctx, "u", 6); err != nil || !res.Allowed || res.Remaining != 4 {
-		t.Fatalf("AllowN: %+v %v", res, err)
+	spent, err := l.AllowN(ctx, "u", 6)
+	if err != nil || !spent.Allowed || spent.Remaining != 4 {
+		t.Fatalf("AllowN: %+v %v", spent, err)
 	}
 	before := time.Now()
-	res, err := l.Refund(ctx, "u", 4)
+	res, err := l.Refund(ctx, "u", spent, 4)
 	if err != nil || res.Remaining != 8 {
 		t.Fatalf("Refund: %+v %v", res, err)
 	}
@@ -73,7 +74,7 @@ func TestRefundEvents(t *testing.T) {
 	if n := len(plain.all()); n != 1 {
 		t.Errorf("a decisions-only subscriber got %d events, want the one decision", n)
 	}
-	if _, err := l.Refund(ctx, "u", 11); !errors.Is(err, ErrInvalidCost) {
+	if _, err := l.Refund(ctx, "u", spent, 11); !errors.Is(err, ErrInvalidCost) {
 		t.Fatalf("refund above the burst: %v", err)
 	}
 	if got, _ := rec.take(); len(got) != 0 {
@@ -82,10 +83,11 @@ func TestRefundEvents(t *testing.T) {
 
 	m := mustNewMulti(t, c, []Quota{{Name: "calls", Limit: PerMinute(5)}, {Name: "tokens", Limit: PerHour(1000), Algorithm: FixedWindow}},
 		append(opts, WithNamespace("refunds-multi"))...)
-	if res, err := m.AllowCosts(ctx, "u", 1, 800); err != nil || !res.Allowed {
-		t.Fatalf("AllowCosts: %+v %v", res, err)
+	mspent, err := m.AllowCosts(ctx, "u", 1, 800)
+	if err != nil || !mspent.Allowed {
+		t.Fatalf("AllowCosts: %+v %v", mspent, err)
 	}
-	mres, err := m.Refund(ctx, "u", 0, 500)
+	mres, err := m.Refund(ctx, "u", mspent, 0, 500)
 	if err != nil || mres.Quotas[0].Remaining != 4 || mres.Quotas[1].Remaining != 700 {
 		t.Fatalf("multi Refund: %+v %v", mres, err)
 	}
@@ -102,10 +104,10 @@ func TestRefundEvents(t *testing.T) {
 	}
 
 	srv.Stop()
-	if _, err := l.Refund(ctx, "u", 1); !errors.Is(err, ErrBackend) {
+	if _, err := l.Refund(ctx, "u", spent, 1); !errors.Is(err, ErrBackend) {
 		t.Fatalf("Refund with Redis down: %v", err)
 	}
-	if _, err := m.Refund(ctx, "u", 1, 1); !errors.Is(err, ErrBackend) {
+	if _, err := m.Refund(ctx, "u", mspent, 1, 1); !errors.Is(err, ErrBackend) {
 		t.Fatalf("multi Refund with Redis down: %v", err)
 	}
 	got, _ = rec.take()

@@ -16,12 +16,17 @@ const (
 	// mode (WithShadow) allowed it anyway. Allowed is true; Remaining and
 	// RetryAfter are those of the denial.
 	ReasonShadow
+	// ReasonCanceled: the caller's context ended (canceled, or its deadline
+	// passed) before Redis decided, and the call is denied whatever the
+	// fail strategy: a caller that gave up is not a Redis outage, and must
+	// not be let through by FailOpen.
+	ReasonCanceled
 )
 
-var reasonNames = [...]string{"quota", "fail_open", "fail_closed", "shadow"}
+var reasonNames = [...]string{"quota", "fail_open", "fail_closed", "shadow", "canceled"}
 
-// String returns "quota", "fail_open", "fail_closed" or "shadow": a bounded
-// label.
+// String returns "quota", "fail_open", "fail_closed", "shadow" or
+// "canceled": a bounded label.
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
 		return reasonNames[r]
@@ -32,8 +37,9 @@ func (r Reason) String() string {
 // Result is the outcome of one decision. It is a plain value; a denial is a
 // Result with Allowed false, never an error.
 //
-// When Redis failed (Reason is ReasonFailOpen or ReasonFailClosed) the state
-// of the bucket is unknown: Remaining, RetryAfter and ResetAfter are 0.
+// When Redis did not decide (Reason is ReasonFailOpen, ReasonFailClosed or
+// ReasonCanceled) the state of the bucket is unknown: Remaining, RetryAfter
+// and ResetAfter are 0, and Time is zero.
 type Result struct {
 	// Allowed reports whether the cost was granted.
 	Allowed bool
@@ -59,10 +65,19 @@ type Result struct {
 	// limiters and for a fail strategy's decision. Quota names come from
 	// the limiter's configuration, so they are a bounded label.
 	Quota string
+	// Time is Redis's clock when the decision was made, to the
+	// microsecond. Refund uses it to find what the call spent. It is zero
+	// when Redis did not decide.
+	Time time.Time
 }
 
 // FailedOpen reports whether the call was allowed only because Redis failed.
 func (r Result) FailedOpen() bool { return r.Reason == ReasonFailOpen }
+
+// spent reports whether the call spent its cost in Redis: only an allowance
+// by the quota does (a shadow pass, a denial or a fail strategy's decision
+// spends nothing).
+func (r Result) spent() bool { return r.Allowed && r.Reason == ReasonQuota && !r.Time.IsZero() }
 
 // Shadowed reports whether the call was allowed only because of shadow mode:
 // the limit would have denied it.

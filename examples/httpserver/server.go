@@ -254,8 +254,8 @@ func hello(w http.ResponseWriter, r *http.Request) {
 // (the request's max_tokens) on the "llm" limit before it runs; the stand-in
 // model then "uses" ?used= of them (default: all), and the rest is given back
 // with Refund: reserve the most, settle with what was used. A bad ?used=
-// gives everything back and answers 400. Only a reservation Redis made is
-// refunded: under fail-open nothing was taken.
+// gives everything back and answers 400. Refund gives back only what the
+// reservation took in Redis: under fail-open nothing was taken.
 func generate(llm *ratelimit.Limiter, key httplimit.KeyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		d, _ := httplimit.FromContext(r.Context())
@@ -267,9 +267,10 @@ func generate(llm *ratelimit.Limiter, key httplimit.KeyFunc) http.HandlerFunc {
 		remaining, refunded := d.Result.Remaining, int64(0)
 		if refund > 0 && d.Result.Reason == ratelimit.ReasonQuota {
 			// The same identity the middleware limited; a failed refund is
-			// published (logs, metrics) and the tokens stay spent.
+			// published (logs, metrics) and the tokens stay spent. The
+			// client may be gone already: settle anyway.
 			if id, kerr := key(r); kerr == nil {
-				if res, rerr := llm.Refund(r.Context(), id, refund); rerr == nil {
+				if res, rerr := llm.Refund(context.WithoutCancel(r.Context()), id, d.Result, refund); rerr == nil {
 					remaining, refunded = res.Remaining, refund
 				}
 			}

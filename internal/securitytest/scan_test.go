@@ -206,7 +206,11 @@ func runEverything(t *testing.T, idOpts []ratelimit.Option) (outputs, string, []
 				if _, err := l.Peek(ctx, id); err != nil {
 					return err
 				}
-				_, err := l.Refund(ctx, id, 1)
+				spent, err := l.AllowN(ctx, id, 1)
+				if err != nil {
+					return err
+				}
+				_, err = l.Refund(ctx, id, spent, 1)
 				return err
 			}})
 		}

@@ -35,22 +35,24 @@ func TestRefundMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.AllowN(ctx, "u", 800); err != nil {
+	spent, err := l.AllowN(ctx, "u", 800)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, amount := range []int64{300, 150} {
-		if _, err := l.Refund(ctx, "u", amount); err != nil {
+		if _, err := l.Refund(ctx, "u", spent, amount); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := multi.AllowCosts(ctx, "u", 1, 2000); err != nil {
+	mspent, err := multi.AllowCosts(ctx, "u", 1, 2000)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := multi.Refund(ctx, "u", 0, 1200); err != nil {
+	if _, err := multi.Refund(ctx, "u", mspent, 0, 1200); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	if _, err := l.Refund(ctx, "u", 10); !errors.Is(err, ratelimit.ErrBackend) {
+	if _, err := l.Refund(ctx, "u", spent, 10); !errors.Is(err, ratelimit.ErrBackend) {
 		t.Fatalf("refund with Redis down: %v", err)
 	}
 	expected := `
