@@ -19,8 +19,9 @@ import (
 
 // schemaVersion is the classic model's version the files declare: Grafana
 // 10.4 writes 39 and every later version migrates it forward on load. The
-// SDK writes 42 (Grafana 12), which older Grafana versions refuse to
-// import without a warning, so the generator lowers it.
+// SDK writes 42, the model of Grafana 12: a file declaring it would claim a
+// model that Grafana 10.4 and 11 do not know, so the generator declares
+// what the oldest supported Grafana writes.
 const schemaVersion = 39
 
 // dsInput is the name of the import-time input: Grafana's import dialog
