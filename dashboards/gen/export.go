@@ -30,9 +30,10 @@ func (b *board) build() (dashboard.Dashboard, error) {
 		return d, err
 	}
 	d.SchemaVersion = schemaVersion
-	// The SDK puts links and annotations "inControlsMenu" by default, which
-	// Grafana 12 shows in a menu instead of above the panels; Grafana's own
-	// default (no placement) keeps the link to the other dashboards in view.
+	// The SDK puts links and annotations "inControlsMenu" by default: in the
+	// dashboard controls menu instead of above the panels, in the Grafana
+	// versions that know the field. Grafana's own default (no placement)
+	// keeps the link to the other dashboards in view, as before.
 	for i := range d.Links {
 		d.Links[i].Placement = nil
 	}
