@@ -16,8 +16,31 @@ import (
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry/prom"
 )
 
-// These tests read the committed files, not the generator: they check what
-// a user imports.
+// These tests read the committed files, not the generator (dashboards/gen,
+// a module of its own): they check what a user imports. The values below
+// are what the files must have, written out again rather than taken from
+// the generator, so that a change there that breaks one is caught here.
+
+// schemaVersion is the classic model's version the files declare: Grafana
+// 10.4 writes 39 and every later version migrates it forward on load.
+const schemaVersion = 39
+
+// gridWidth is the width of Grafana's grid, in columns.
+const gridWidth = 24
+
+// dsInput is the import-time input Grafana's import dialog asks for.
+const dsInput = "DS_PROMETHEUS"
+
+// dsVar is the data-source variable every panel and target uses.
+const dsVar = "${datasource}"
+
+// namespaceQuery is the namespace variable's query.
+const namespaceQuery = `label_values(ratelimit_decisions_total, namespace)`
+
+// nsMatcher filters every selector by the namespace variable.
+const nsMatcher = `namespace=~"$namespace"`
+
+type gridPos struct{ H, W, X, Y int }
 
 // allowedPanels are the panel types of Grafana's current (React) panel set;
 // the Angular graph and singlestat panels were removed in Grafana 11.
