@@ -58,6 +58,29 @@ type Decision struct {
 	Result ratelimit.Result
 	// Err is the backend error when the fail strategy decided, else nil.
 	Err error
+
+	// release gives back what the admission holds (a Concurrency lease),
+	// once; nil when it holds nothing.
+	release func()
+}
+
+// Release gives back what the admission holds while the request runs: the
+// lease of a Concurrency limiter. Handler calls it when the next handler
+// returns; a handler that decided with Admit calls it when its work is
+// done (typically deferred). It does nothing for other limiters, and
+// nothing the second time.
+func (d Decision) Release() {
+	if d.release != nil {
+		d.release()
+	}
+}
+
+// holder is a Limiter whose admissions hold capacity while the request
+// runs (Concurrency): the Middleware releases it when the handler returns,
+// not when the request's context ends, which net/http does as soon as the
+// client goes away, while the handler may still be working.
+type holder interface {
+	hold(ctx context.Context, identity string, cost int64) (res ratelimit.Result, release func(), err error)
 }
 
 type ctxKey struct{}
@@ -103,6 +126,9 @@ func FromContext(ctx context.Context) (Decision, bool) {
 //   - Redis failing under ratelimit.FailClosed: 503 Service Unavailable
 //     with Retry-After and a problem of type temporary-reduced-capacity,
 //     not a 429: the client did nothing wrong;
+//   - the request's context ended before Redis decided (the client went
+//     away, a deadline passed): the same 503, whatever the fail strategy,
+//     and the next handler does not run (ratelimit.ReasonCanceled);
 //   - denied by the quota in shadow mode (ratelimit.WithShadow): the next
 //     handler runs, with the headers saying what the quota would do;
 //   - Redis failing under ratelimit.FailOpen: the next handler runs, and
@@ -186,6 +212,9 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			}
 		}
 		if r, ok := m.Admit(w, r, cost); ok {
+			// A Concurrency lease lasts exactly as long as the handler,
+			// panics included, whether or not the client is still there.
+			defer r.Context().Value(ctxKey{}).(*Decision).Release()
 			next.ServeHTTP(w, r)
 		}
 	})
@@ -202,24 +231,41 @@ func (m *Middleware) HandlerFunc(next http.HandlerFunc) http.Handler { return m.
 // tokens of an LLM prompt). It writes the rate-limit headers, and reports
 // whether to go on. When it returns false it has written the whole response
 // (429, 503 or the error handler's); when true, the returned request
-// carries the Decision in its context.
+// carries the Decision in its context. With a Concurrency limiter the
+// admission holds a lease until the Decision's Release is called:
+//
+//	r, ok := mw.Admit(w, r, cost)
+//	if !ok {
+//		return
+//	}
+//	d, _ := httplimit.FromContext(r.Context())
+//	defer d.Release()
 func (m *Middleware) Admit(w http.ResponseWriter, r *http.Request, cost int64) (*http.Request, bool) {
 	id, err := m.cfg.key(r)
 	if err != nil {
 		m.cfg.onError(w, r, err)
 		return r, false
 	}
-	res, err := m.lim.AllowN(r.Context(), id, cost)
+	var (
+		res     ratelimit.Result
+		release func()
+	)
+	if h, ok := m.lim.(holder); ok {
+		res, release, err = h.hold(r.Context(), id, cost)
+	} else {
+		res, err = m.lim.AllowN(r.Context(), id, cost)
+	}
 	if err != nil && !errors.Is(err, ratelimit.ErrBackend) {
 		m.cfg.onError(w, r, err) // bad input: a cost above the burst, an over-long identity
 		return r, false
 	}
 	policy := m.policyOf(res)
-	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: policy, Cost: cost, Result: res, Err: err}})
+	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: policy, Cost: cost, Result: res, Err: err, release: release}})
 	h := w.Header()
 	// Redis decided (by the quota, or in shadow mode): the quota's state is
-	// known and goes into the headers. The fail strategy decided: it is not.
-	redisDecided := res.Reason != ratelimit.ReasonFailOpen && res.Reason != ratelimit.ReasonFailClosed
+	// known and goes into the headers. The fail strategy decided, or the
+	// request's context ended first: it is not.
+	redisDecided := res.Reason == ratelimit.ReasonQuota || res.Reason == ratelimit.ReasonShadow
 	if redisDecided {
 		var pk []byte
 		if m.cfg.pkSecret != nil {

@@ -55,7 +55,8 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 
 // DefaultDeniedHandler answers a denied request: 429 with a
 // quota-exceeded problem when the quota denied it, 503 with a
-// temporary-reduced-capacity problem when Redis failed under FailClosed.
+// temporary-reduced-capacity problem when Redis did not decide (it failed
+// under FailClosed, or the request's context ended first: ReasonCanceled).
 // It reads the Decision from the request's context.
 var DefaultDeniedHandler http.Handler = http.HandlerFunc(deny)
 
@@ -65,7 +66,7 @@ func deny(w http.ResponseWriter, r *http.Request) {
 	if policy == "" {
 		policy = DefaultPolicy
 	}
-	if d.Result.Reason == ratelimit.ReasonFailClosed {
+	if d.Result.Reason == ratelimit.ReasonFailClosed || d.Result.Reason == ratelimit.ReasonCanceled {
 		WriteProblem(w, Problem{
 			Type:             ProblemTemporaryReducedCapacity,
 			Title:            "Temporary Reduced Capacity",
