@@ -37,8 +37,9 @@
 //     KeyFunc or CostFunc may return a status error of its own, such as
 //     codes.Unauthenticated, which is passed on as it is);
 //   - the caller gone (its context canceled or past its deadline) before
-//     the limiter answered: codes.Canceled or codes.DeadlineExceeded, and
-//     the handler does not run.
+//     the limiter answered, which the limiter reports as
+//     ratelimit.ReasonCanceled: codes.Canceled or codes.DeadlineExceeded,
+//     and the handler does not run.
 //
 // A stream is decided once, when it opens (its CostFunc gets a nil
 // request); to charge per message, call Admit from the handler.

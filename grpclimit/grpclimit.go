@@ -213,16 +213,17 @@ func (i *Interceptor) Admit(ctx context.Context, cost int64) (context.Context, e
 	if err != nil && !errors.Is(err, ratelimit.ErrBackend) {
 		return ctx, badInput(err) // a cost above the burst, an over-long identity
 	}
-	if err != nil && ctx.Err() != nil {
-		// The caller is gone: whatever the fail strategy chose, nobody is
-		// there to take the answer, and running the handler is waste.
-		return ctx, status.FromContextError(ctx.Err()).Err()
+	if res.Reason == ratelimit.ReasonCanceled || (err != nil && ctx.Err() != nil) {
+		// The caller is gone (the limiter denies such a call, whatever its
+		// fail strategy): nobody is there to take an answer, and the
+		// status says why rather than blaming the quota or Redis.
+		return ctx, canceled(ctx)
 	}
 	policy := i.policyOf(res)
 	ctx = context.WithValue(ctx, ctxKey{}, &Decision{Policy: policy, Cost: cost, Result: res, Err: err})
 	// Redis decided (by the quota, or in shadow mode): the quota's state is
 	// known and goes into the metadata. The fail strategy decided: it is not.
-	redisDecided := res.Reason != ratelimit.ReasonFailOpen && res.Reason != ratelimit.ReasonFailClosed
+	redisDecided := res.Reason == ratelimit.ReasonQuota || res.Reason == ratelimit.ReasonShadow
 	if redisDecided && i.cfg.headers {
 		// An error means the headers were sent already (Admit from a
 		// handler) or ctx is not a server call's; neither changes the
@@ -280,6 +281,15 @@ func (i *Interceptor) unavailable(ctx context.Context) error {
 		return st.Err()
 	}
 	return withDetails.Err()
+}
+
+// canceled is the status of a call whose caller left before the limiter
+// decided: Canceled or DeadlineExceeded, as its context says.
+func canceled(ctx context.Context) error {
+	if ctx.Err() == nil { // a Limiter that reported ReasonCanceled for a context of its own
+		return status.Error(codes.Canceled, "ratelimit: the call ended before the limiter decided")
+	}
+	return status.FromContextError(ctx.Err()).Err()
 }
 
 // badInput turns an error from a KeyFunc, a CostFunc or the limiter's

@@ -345,10 +345,10 @@ func TestFailStrategies(t *testing.T) {
 }
 
 // TestCanceled: a caller that is gone before the limiter answers gets
-// Canceled (its client canceled) or DeadlineExceeded, and the handler does
-// not run, whatever the fail strategy would have chosen (FailOpen would let
-// the call through, FailClosed answer Unavailable). The limiter decides
-// only once the server's context has ended: no timing involved.
+// Canceled (its client canceled) or DeadlineExceeded, not ResourceExhausted
+// nor Unavailable, and the handler does not run, whatever the fail
+// strategy. The limiter decides only once the server's context has ended:
+// no timing involved.
 func TestCanceled(t *testing.T) {
 	for _, fail := range []ratelimit.FailStrategy{ratelimit.FailOpen, ratelimit.FailClosed} {
 		for _, end := range []string{"client-cancel", "deadline"} {
@@ -404,6 +404,28 @@ func TestCanceled(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestReasonCanceled: a Limiter that reports ReasonCanceled while the
+// call's own context is still live (it used a context of its own) gets
+// Canceled too, without ratelimit metadata, and the handler does not run.
+func TestReasonCanceled(t *testing.T) {
+	lim := grpclimit.LimiterFunc(func(context.Context, string, int64) (ratelimit.Result, error) {
+		return ratelimit.Result{Reason: ratelimit.ReasonCanceled, Limit: ratelimit.PerHour(5)},
+			&ratelimit.BackendError{Type: ratelimit.ErrorCanceled, Err: context.Canceled}
+	})
+	cl, h := serve(t, grpclimit.Must(lim))
+	var hdr metadata.MD
+	_, err := cl.Check(ctx(t), checkReq, grpc.Header(&hdr))
+	if status.Code(err) != codes.Canceled {
+		t.Errorf("%v, want Canceled", err)
+	}
+	if _, ok := parseFields(t, hdr); ok {
+		t.Errorf("ratelimit metadata on a call Redis did not decide: %v", hdr)
+	}
+	if n := h.calls.Load(); n != 0 {
+		t.Errorf("the handler ran %d times", n)
 	}
 }
 
