@@ -545,3 +545,28 @@ func TestNew(t *testing.T) {
 func allowAll(context.Context, string, int64) (ratelimit.Result, error) {
 	return ratelimit.Result{Allowed: true}, nil
 }
+
+// TestWithoutHeaderMetadata: WithHeaderMetadata(false) sends no
+// ratelimit metadata, while a denial still carries its details; the
+// policy name of WithPolicyName names the quota.
+func TestWithoutHeaderMetadata(t *testing.T) {
+	mr := miniredis.RunT(t)
+	lim := newLimiter(t, client(t, mr.Addr()), ratelimit.PerHour(1))
+	cl, _ := serve(t, grpclimit.Must(lim, grpclimit.WithHeaderMetadata(false), grpclimit.WithPolicyName("calls")))
+	for i, want := range []codes.Code{codes.OK, codes.ResourceExhausted} {
+		var hdr metadata.MD
+		_, err := cl.Check(ctx(t), checkReq, grpc.Header(&hdr))
+		st := status.Convert(err)
+		if st.Code() != want {
+			t.Fatalf("call %d: %v, want %v", i, err, want)
+		}
+		if _, ok := parseFields(t, hdr); ok || len(hdr.Get(grpclimit.MDRetryAfter)) != 0 {
+			t.Errorf("call %d: metadata %v with WithHeaderMetadata(false)", i, hdr)
+		}
+		if want == codes.ResourceExhausted {
+			if retry, quota := details(t, st); retry == nil || quota.GetViolations()[0].GetQuotaId() != "calls" {
+				t.Errorf("details %v %v, want RetryInfo and quota calls", retry, quota)
+			}
+		}
+	}
+}
