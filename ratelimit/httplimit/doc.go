@@ -30,29 +30,14 @@
 // names the policy; a ratelimit.ConcurrencyLimiter through Concurrency,
 // which holds a lease while the request runs.
 //
-// # echo and gin
+// # Frameworks and gRPC
 //
-// This package imports neither; adapting takes a few lines. echo wraps
-// net/http middleware itself:
-//
-//	e.Use(echo.WrapMiddleware(mw.Handler))
-//
-// gin needs a small adapter that runs the rest of the chain from inside the
-// middleware and aborts it when the request was answered:
-//
-//	func Gin(mw *httplimit.Middleware) gin.HandlerFunc {
-//		return func(c *gin.Context) {
-//			passed := false
-//			mw.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-//				passed = true
-//				c.Request = r // carries the Decision
-//				c.Next()
-//			})).ServeHTTP(c.Writer, c.Request)
-//			if !passed {
-//				c.Abort()
-//			}
-//		}
-//	}
+// This package imports no framework. The module
+// github.com/distributed-rate-limiter/ratelimit-go/examples/frameworks
+// (examples/frameworks in the repository) wires chi, gorilla/mux, echo and
+// gin, with the few lines of adapter echo and gin need, and tests each with
+// real requests. gRPC servers use the interceptors of the module
+// github.com/distributed-rate-limiter/ratelimit-go/grpclimit.
 //
 // # Identity
 //

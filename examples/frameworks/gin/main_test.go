@@ -1,0 +1,34 @@
+package main
+
+import (
+	"net/http/httptest"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distributed-rate-limiter/ratelimit-go/examples/frameworks/internal/fwtest"
+)
+
+func init() { gin.SetMode(gin.TestMode) } // no route table on stdout
+
+// TestGin drives the gin engine through a real HTTP server: five requests
+// pass with the RateLimit fields and the handler's body (read from
+// c.Request.Context()), the sixth is a 429 with Retry-After and a single
+// problem body (the handler after the adapter did not run: c.Abort), and
+// /healthz stays outside the limit.
+func TestGin(t *testing.T) {
+	fwtest.Both(t, func(t *testing.T, rdb *redis.Client, exact bool) {
+		r, err := newEngine(rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(r)
+		defer srv.Close()
+		fwtest.Check(t, srv.URL, fwtest.Limited{
+			Path: "/api/hello", Free: "/healthz",
+			Policy: "api", Burst: 5, Window: 60,
+			Body: fwtest.Hello,
+		}, exact)
+	})
+}
