@@ -17,9 +17,10 @@
 //	GET /healthz                liveness, and whether Redis answers
 //
 // A client is its X-API-Key header when it sends one, else its address.
-// Identities are hashed with HMAC-SHA-256 before they reach Redis; the key
-// comes from RATELIMIT_IDENTITY_KEY (at least 16 bytes, the same on every
-// instance) or is generated at start.
+// Identities are hashed before they reach Redis: with HMAC-SHA-256 when
+// RATELIMIT_IDENTITY_KEY gives the secret (at least 16 bytes, the same on
+// every instance), else with SHA-256. Either way every instance on one
+// Redis shares the limits.
 package main
 
 import (
@@ -55,7 +56,7 @@ type config struct {
 	load        bool
 	loadFor     time.Duration
 	loadMax     int
-	identityKey []byte // nil: generate one
+	identityKey []byte // nil: plain SHA-256
 	otlp        bool   // an OTLP endpoint is configured: export traces
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,12 +64,17 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	}
 	s.closers = append(s.closers, closeRedis)
 
-	// Identities are hashed with an HMAC so that the keys in Redis cannot be
-	// reversed into client addresses or API keys.
-	idKey, keyNote := cfg.identityKey, "from RATELIMIT_IDENTITY_KEY"
-	if idKey == nil {
-		idKey, keyNote = make([]byte, 32), "generated at start; set RATELIMIT_IDENTITY_KEY (16+ bytes) to share limits across instances and restarts"
-		_, _ = rand.Read(idKey)
+	// Identities are hashed before they reach Redis: with an HMAC when
+	// RATELIMIT_IDENTITY_KEY gives the secret (the same on every instance),
+	// so that the keys cannot be reversed into client addresses or API
+	// keys; else with plain SHA-256, which every instance on the same Redis
+	// shares with no set-up. (A secret drawn at start would make each
+	// instance count alone: N replicas would admit N times the limit.)
+	keyNote := "plain SHA-256: set RATELIMIT_IDENTITY_KEY (16+ bytes, the same secret on every instance) for HMAC-SHA-256"
+	var idOpts []ratelimit.Option
+	if cfg.identityKey != nil {
+		keyNote = "HMAC-SHA-256 with RATELIMIT_IDENTITY_KEY"
+		idOpts = append(idOpts, ratelimit.WithIdentityKey(cfg.identityKey))
 	}
 
 	// Telemetry, wired as a user would: decisions as JSON logs on stderr,
@@ -96,9 +100,9 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	common := []ratelimit.Option{
 		ratelimit.WithFailStrategy(cfg.fail),
 		ratelimit.WithTimeout(cfg.timeout),
-		ratelimit.WithIdentityKey(idKey),
 		ratelimit.WithSubscribers(subs...),
 	}
+	common = append(common, idOpts...)
 	breakerNote := "off (-breaker turns it on)"
 	if cfg.breaker {
 		// One breaker for both limiters: they share one Redis, so when one
@@ -169,7 +173,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	fmt.Fprintf(out, "  limit %q: %v per client (X-API-Key, else client IP); fail %s; headers %s\n", apiMW.Policy(), apiLimit, cfg.fail, cfg.style)
 	fmt.Fprintf(out, "  limit %q: %v tokens per client on /api/generate\n", genMW.Policy(), llmLimit)
 	fmt.Fprintf(out, "  circuit breaker: %s\n", breakerNote)
-	fmt.Fprintf(out, "  identity HMAC key: %s\n", keyNote)
+	fmt.Fprintf(out, "  identities hashed: %s\n", keyNote)
 	fmt.Fprintf(out, "  logs: JSON on stderr at level %s\n", cfg.logLevel)
 	fmt.Fprintf(out, "  traces: %s\n", tracesNote)
 	fmt.Fprintf(out, "\nTry:\n")
