@@ -203,13 +203,14 @@ func allCases() []benchCase {
 					return err
 				}, func() {}, nil
 			}},
-		{Name: "raw-evalsha-tokenbucket", Label: "raw EVALSHA (token_bucket.lua)",
-			Note:   "this library's script, sent by hand with go-redis EvalSha (no hashing, no Result): the library's own overhead is the difference",
+		{Name: "raw-evalsha-tokenbucket", Label: "raw EVALSHA (decide.lua, one token-bucket decision)",
+			Note:   "this library's script, one decision per call, sent by hand with go-redis EvalSha (no hashing, no Result): the library's own overhead is the difference",
 			prefix: "raw-tb:",
-			// rate 1 unit/µs, 1 unit per token: PerSecond(1e6), as the library sends it
-			setup: rawScript(lua.TokenBucket, int64(1), int64(1), int64(rate), int64(1), int64(1), int64(0))},
-		{Name: "raw-evalsha-tokenbucket-autopipeline", Label: "raw EVALSHA (token_bucket.lua), go-redis AutoPipeline",
-			Note: "as raw EVALSHA (token_bucket.lua), sent through go-redis v9.23's experimental AutoPipeline (blocking face, default options): " +
+			// one decision (n 1, now 0 = TIME), token bucket (id 1), rate 1
+			// unit/µs, 1 unit per token: PerSecond(1e6), as the library sends it
+			setup: rawScript(lua.Decide(), rawDecideArgs...)},
+		{Name: "raw-evalsha-tokenbucket-autopipeline", Label: "raw EVALSHA (decide.lua), go-redis AutoPipeline",
+			Note: "as raw EVALSHA (decide.lua), sent through go-redis v9.23's experimental AutoPipeline (blocking face, default options): " +
 				"the alternative to this library's own dispatcher",
 			prefix: "raw-tb-ap:",
 			setup: func(rdb *redis.Client) (decideFunc, func(), error) {
@@ -217,13 +218,13 @@ func allCases() []benchCase {
 				if err != nil {
 					return nil, nil, err
 				}
-				s := redis.NewScript(lua.TokenBucket)
+				s := redis.NewScript(lua.Decide())
 				if err := s.Load(context.Background(), rdb).Err(); err != nil {
 					return nil, nil, err
 				}
 				sha := s.Hash()
 				return func(ctx context.Context, key string) error {
-					return ap.EvalSha(ctx, sha, []string{key}, int64(1), int64(1), int64(rate), int64(1), int64(1), int64(0)).Err()
+					return ap.EvalSha(ctx, sha, []string{key}, rawDecideArgs...).Err()
 				}, func() { _ = ap.Close() }, nil
 			}},
 		{Name: "raw-evalsha", Label: "raw EVALSHA (trivial script)",
@@ -253,3 +254,8 @@ func rawScript(src string, args ...any) func(rdb *redis.Client) (decideFunc, fun
 		}, func() {}, nil
 	}
 }
+
+// rawDecideArgs are decide.lua's arguments for one token-bucket decision of
+// cost 1 under PerSecond(1e6): n 1, now 0 (Redis TIME), algorithm 1, rate 1
+// unit per µs, 1 unit per token, burst rate, cost 1, mode 1 (spend).
+var rawDecideArgs = []any{int64(1), int64(0), int64(1), int64(1), int64(1), int64(rate), int64(1), int64(1)}

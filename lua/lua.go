@@ -1,58 +1,48 @@
 // Package lua holds the Redis Lua scripts of the rate limiter, embedded in the
 // binary. The scripts live in their own directory (and package) because
 // go:embed cannot reach a parent directory, and because they are the contract
-// with Redis: reviewing one file shows everything a decision does.
+// with Redis: reviewing these files shows everything a decision does.
 //
-// Every script follows the same rules: all keys through KEYS (sharing the
-// identity's hash tag), time from Redis TIME, integer microsecond arithmetic
-// (exact in a Lua double), an all-integer reply, state written with a TTL,
-// O(1) work (the sliding log and the concurrency leases: O(log n) plus the
-// entries a call touches), hostile arguments answered with an error reply
-// before anything is written.
+// Every script follows the same rules: all keys through KEYS (one call's
+// keys share a Cluster slot), time from Redis TIME, integer microsecond
+// arithmetic (exact in a Lua double), an all-integer reply, state written
+// with a TTL, O(1) work per decision (the sliding log and the concurrency
+// leases: O(log n) plus the entries a call touches), hostile arguments
+// answered with an error reply before anything is written.
 //
-// Each exported source is prelude.lua (the argument check and the clock,
-// shared by every script) followed by the script's own file, so Redis still
-// receives one self-contained script per algorithm.
+// Redis receives three self-contained scripts, each assembled from the
+// files here: Decide (prelude.lua, algorithms.lua, decide.lua: one or many
+// decisions of the four counting algorithms), Multi (prelude.lua,
+// algorithms.lua, multi.lua: all or nothing over several quotas) and
+// Concurrency (prelude.lua, concurrency.lua: leases).
 package lua
 
 import _ "embed"
 
-//go:embed prelude.lua
-var prelude string
-
 var (
-	//go:embed token_bucket.lua
-	tokenBucket string
-	//go:embed sliding_window.lua
-	slidingWindow string
-	//go:embed sliding_log.lua
-	slidingLog string
-	//go:embed fixed_window.lua
-	fixedWindow string
-	//go:embed concurrency.lua
-	concurrency string
+	//go:embed prelude.lua
+	prelude string
+	//go:embed algorithms.lua
+	algorithms string
+	//go:embed decide.lua
+	decide string
 	//go:embed multi.lua
 	multi string
+	//go:embed concurrency.lua
+	concurrency string
 )
 
-// TokenBucket is the source of token_bucket.lua: one token-bucket decision.
-var TokenBucket = prelude + tokenBucket
+// Decide returns the source of the decision script: one or more decisions
+// (token bucket, sliding window, sliding log, fixed window), each atomic,
+// in one call. The argument layout is described in decide.lua.
+func Decide() string { return prelude + algorithms + decide }
 
-// SlidingWindow is the source of sliding_window.lua: one decision by the
-// sliding-window counter approximation.
-var SlidingWindow = prelude + slidingWindow
+// Multi returns the source of the all-or-nothing script: one decision over
+// several quotas of one identity. The argument layout is described in
+// multi.lua.
+func Multi() string { return prelude + algorithms + multi }
 
-// SlidingLog is the source of sliding_log.lua: one exact sliding-window
-// decision over a log of spends.
-var SlidingLog = prelude + slidingLog
-
-// FixedWindow is the source of fixed_window.lua: one fixed-window decision.
-var FixedWindow = prelude + fixedWindow
-
-// Concurrency is the source of concurrency.lua: acquire, release, extend or
-// inspect leases on a bounded, weighted in-flight capacity.
-var Concurrency = prelude + concurrency
-
-// Multi is the source of multi.lua: one all-or-nothing decision over several
-// quotas of one identity.
-var Multi = prelude + multi
+// Concurrency returns the source of the lease script: acquire, release,
+// extend or inspect leases on a bounded, weighted in-flight capacity. The
+// argument layout is described in concurrency.lua.
+func Concurrency() string { return prelude + concurrency }

@@ -89,28 +89,27 @@ func (a Algorithm) Validate(limit Limit) error {
 	return err
 }
 
-// scripts are built once: redis.NewScript hashes the source.
+// The scripts, built once: redis.NewScript hashes the source.
 var (
-	tokenBucketScript   = redis.NewScript(lua.TokenBucket)
-	slidingWindowScript = redis.NewScript(lua.SlidingWindow)
-	slidingLogScript    = redis.NewScript(lua.SlidingLog)
-	fixedWindowScript   = redis.NewScript(lua.FixedWindow)
-	concurrencyScript   = redis.NewScript(lua.Concurrency)
-	multiScript         = redis.NewScript(lua.Multi)
+	decideScript      = redis.NewScript(lua.Decide())
+	multiScript       = redis.NewScript(lua.Multi())
+	concurrencyScript = redis.NewScript(lua.Concurrency())
 )
 
-func (a Algorithm) script() *redis.Script {
+// scriptID is the algorithm's id in decide.lua and multi.lua (ALGORITHMS in
+// algorithms.lua): pinned here, independent of the order of the constants.
+func (a Algorithm) scriptID() int64 {
 	switch a {
+	case TokenBucket:
+		return 1
 	case SlidingWindow:
-		return slidingWindowScript
+		return 2
 	case SlidingLog:
-		return slidingLogScript
+		return 3
 	case FixedWindow:
-		return fixedWindowScript
-	case Concurrency:
-		return concurrencyScript
+		return 4
 	}
-	return tokenBucketScript
+	return 0
 }
 
 // twoKeys reports whether the algorithm keeps a second key beside the main

@@ -2,127 +2,298 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// exec runs script on Redis with the limiter's backend timeout and returns
-// its all-integer reply. It is the one place a decision touches the
-// network. With pipelining on (WithPipelining) the call goes through the
-// limiter's dispatcher, which shares round trips between concurrent calls
-// (pipeline.go); otherwise it is one EVALSHA of its own.
+// The calls a limiter makes to Redis. A decision (of a Limiter: AllowN,
+// Peek, Refund, BatchAllow) is a *decision, run by decide.lua, which takes
+// many decisions in one script call: decisions that go to Redis together
+// (queued in the dispatcher, or a BatchAllow) share one call per group of
+// keys that one script may touch (groupFunc). The MultiLimiter's and the
+// leases' calls are a *scriptCall each.
 //
-// Either way the semantics are the same: the reply or a classified
-// *BackendError, within the backend timeout (WithTimeout) or the caller's
-// earlier deadline; EVALSHA falls back to EVAL on NOSCRIPT (the script cache
-// is lost on restart, failover and SCRIPT FLUSH). What the caller decides on
-// an error (the fail strategy) is up to the caller.
-//
-// exec retains neither keys nor args.
-//
-// With a circuit breaker (WithBreaker), the call goes to Redis only when
-// the breaker lets it; otherwise it fails at once with ErrorCircuitOpen.
-func (l *Limiter) exec(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, *BackendError) {
-	if ctx.Err() != nil {
-		// The caller has given up already: Redis is not asked (and the
-		// breaker learns nothing from it).
-		return nil, newBackendError(ctxErr(ctx))
-	}
-	if l.cfg.breaker == nil {
-		return l.execRedis(ctx, script, keys, args)
-	}
-	var reply []int64
-	err := l.guarded(ctx, func() *BackendError {
-		var err *BackendError
-		reply, err = l.execRedis(ctx, script, keys, args)
-		return err
-	})
-	return reply, err
-}
+// Every call runs within the backend timeout (WithTimeout) or the caller's
+// earlier deadline, and through the breaker (WithBreaker). EVALSHA falls
+// back to EVAL on NOSCRIPT (the script cache is lost on restart, failover
+// and SCRIPT FLUSH).
 
-// execRedis sends one script call, pipelined or on its own.
-func (l *Limiter) execRedis(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
-	if l.pipe != nil {
-		return l.pipe.do(ctx, script, keys, args)
-	}
-	return l.execOne(ctx, script, keys, args)
-}
+// decision is one decision for decide.lua: its keys and its arguments
+// (algorithm, a, b, c, cost, mode, and for a refund the refunded call's
+// time and how long to remember the refund), then its reply.
+type decision struct {
+	keyArr [3]string // room for keys, so that most need no slice of their own
+	keys   []string
+	args   [8]any
+	nargs  int
+	now    int64 // the scripts' clock argument (tests only), 0: Redis TIME
 
-// execOne runs one script call in a round trip of its own.
-func (l *Limiter) execOne(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
-	return l.runOne(ctx, script, newScriptCmd(ctx, script, keys, args))
-}
-
-// runOne runs a prepared command in a round trip of its own, under the
-// backend timeout: on the caller's goroutine when the client honours
-// context deadlines, else on one of its own so that the caller still leaves
-// on time.
-func (l *Limiter) runOne(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, *BackendError) {
-	// A caller's deadline within the backend timeout already bounds the
-	// call; only a later one (or none) needs a context of its own, which
-	// costs five allocations.
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.cfg.timeout {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.cfg.timeout)
-		defer cancel()
-	}
-	var (
-		reply []int64
-		err   error
-	)
-	if l.direct {
-		reply, err = l.runCmd(ctx, script, cmd)
-	} else {
-		reply, err = l.runGuarded(ctx, script, cmd)
-	}
-	if err != nil {
-		return nil, newBackendError(err)
-	}
-	return reply, nil
-}
-
-// runCmd sends cmd (an EVALSHA) and, on NOSCRIPT, the same call as EVAL,
-// which also puts the script back in the cache.
-func (l *Limiter) runCmd(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, error) {
-	_ = l.client.Process(ctx, cmd)
-	reply, err := cmd.Result()
-	if err != nil && isNoScript(err) {
-		return evalFallback(ctx, l.client, script, cmd)
-	}
-	return reply, err
-}
-
-type runReply struct {
-	reply []int64
+	reply [5]int64
 	err   error
 }
 
-func (l *Limiter) runGuarded(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, error) {
-	done := make(chan runReply, 1)
-	go func() {
-		reply, err := l.runCmd(ctx, script, cmd)
-		done <- runReply{reply, err}
-	}()
-	select {
-	case r := <-done:
-		return r.reply, r.err
-	case <-ctx.Done():
-		return nil, ctxErr(ctx)
+// scriptCall is one call of a script of its own, and its outcome.
+type scriptCall struct {
+	script *redis.Script
+	cmd    *redis.IntSliceCmd
+	reply  []int64
+	err    error
+}
+
+// Script modes (the mode argument of decide.lua and multi.lua).
+type mode uint8
+
+const (
+	modePeek   mode = 0 // report only
+	modeSpend  mode = 1 // spend the cost when allowed
+	modeRefund mode = 2 // give the cost back
+)
+
+// maxDecide bounds the decisions in one script call: Redis runs a script
+// without serving anyone else meanwhile.
+const maxDecide = 256
+
+// decide runs d, through the dispatcher or in a round trip of its own.
+func (e *engine) decide(ctx context.Context, d *decision) *BackendError {
+	return e.guard(ctx, func() *BackendError {
+		if e.pipe != nil {
+			return e.pipe.do(ctx, d, nil)
+		}
+		if err := e.roundTrip(ctx, d, nil, nil); err != nil {
+			return err
+		}
+		if d.err != nil {
+			return newBackendError(d.err)
+		}
+		return nil
+	})
+}
+
+// script runs one call of script, through the dispatcher or in a round trip
+// of its own, and returns its all-integer reply.
+func (e *engine) script(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, *BackendError) {
+	sc := &scriptCall{script: script, cmd: newScriptCmd(ctx, script, keys, args)}
+	err := e.guard(ctx, func() *BackendError {
+		if e.pipe != nil {
+			return e.pipe.do(ctx, nil, sc)
+		}
+		return e.runAlone(ctx, sc)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sc.reply, nil
+}
+
+// runDecisions sends ds in one round trip (a pipeline of one script call
+// per group), under the backend timeout; each decision gets its reply or
+// its error. A non-nil error means the round trip as a whole did not come
+// back (the caller's context ended first, or the backend timeout passed for
+// a client that ignores deadlines); the decisions are then not to be read.
+func (e *engine) runDecisions(ctx context.Context, ds []*decision) *BackendError {
+	return e.roundTrip(ctx, nil, ds, nil)
+}
+
+// runAlone sends one script call in a round trip of its own.
+func (e *engine) runAlone(ctx context.Context, sc *scriptCall) *BackendError {
+	if err := e.roundTrip(ctx, nil, nil, []*scriptCall{sc}); err != nil {
+		return err
+	}
+	if sc.err != nil {
+		return newBackendError(sc.err)
+	}
+	return nil
+}
+
+// roundTrip sends a lone decision d, or ds and scs, to Redis in one round
+// trip under the backend timeout (or ctx's earlier deadline), and fills in
+// every outcome.
+func (e *engine) roundTrip(ctx context.Context, d *decision, ds []*decision, scs []*scriptCall) *BackendError {
+	// A caller's deadline within the backend timeout already bounds the
+	// call; only a later one (or none) needs a context of its own.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > e.cfg.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.timeout)
+		defer cancel()
+	}
+	if e.direct {
+		if d != nil {
+			e.sendOne(ctx, d)
+		} else {
+			e.send(ctx, ds, scs)
+		}
+		return nil
+	}
+	err := e.bounded(ctx, func(ctx context.Context) error {
+		if d != nil {
+			e.sendOne(ctx, d)
+		} else {
+			e.send(ctx, ds, scs)
+		}
+		return nil
+	})
+	if err != nil {
+		return newBackendError(err)
+	}
+	return nil
+}
+
+// send makes the round trip of roundTrip: one decide.lua call per group of
+// decisions (at most maxDecide each) and the script calls, as one pipeline.
+// A decision that failed inside a call of several (decide.lua answers it
+// -1) is sent once more alone, to learn its error.
+func (e *engine) send(ctx context.Context, ds []*decision, scs []*scriptCall) {
+	if len(ds) == 1 && len(scs) == 0 {
+		e.sendOne(ctx, ds[0])
+		return
+	}
+	groups := e.groupDecisions(ds)
+	calls := make([]*scriptCall, 0, len(groups)+len(scs))
+	for _, g := range groups {
+		calls = append(calls, &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, g)})
+	}
+	calls = append(calls, scs...)
+	e.pipelined(ctx, calls)
+
+	var again []*decision
+	for i, g := range groups {
+		c := calls[i]
+		if c.err == nil && len(c.reply) != 5*len(g) {
+			c.err = fmt.Errorf("ratelimit: unexpected reply of %d integers to %d decisions", len(c.reply), len(g))
+		}
+		for j, d := range g {
+			if c.err != nil {
+				d.err = c.err
+				continue
+			}
+			copy(d.reply[:], c.reply[5*j:5*j+5])
+			if d.reply[0] == -1 {
+				again = append(again, d)
+			}
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	alone := make([]*scriptCall, len(again))
+	for i, d := range again {
+		alone[i] = &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, []*decision{d})}
+	}
+	e.pipelined(ctx, alone)
+	for i, d := range again {
+		switch c := alone[i]; {
+		case c.err != nil:
+			d.err = c.err
+		case len(c.reply) != 5:
+			d.err = fmt.Errorf("ratelimit: unexpected reply of %d integers to a decision", len(c.reply))
+		default:
+			copy(d.reply[:], c.reply)
+		}
 	}
 }
 
+// sendOne is send for a lone decision, without the grouping.
+func (e *engine) sendOne(ctx context.Context, d *decision) {
+	cmd := newDecideCmd(ctx, []*decision{d})
+	_ = e.client.Process(ctx, cmd)
+	reply, err := cmd.Result()
+	if err != nil && isNoScript(err) {
+		keys, args := splitScriptCmd(cmd)
+		reply, err = decideScript.Eval(ctx, e.client, keys, args...).Int64Slice()
+	}
+	switch {
+	case err != nil:
+		d.err = err
+	case len(reply) != 5:
+		d.err = fmt.Errorf("ratelimit: unexpected reply of %d integers to a decision", len(reply))
+	default:
+		copy(d.reply[:], reply)
+	}
+}
+
+// groupFunc returns the group of a decision by its first key: decisions of
+// one group may share a script call. A script may only touch keys of one
+// node, and on a Redis Cluster of one slot.
+type groupFunc func(key string) uint64
+
+// oneGroup is for a single Redis (or a failover client): every key is on
+// the one node.
+func oneGroup(string) uint64 { return 0 }
+
+// bySlot is for a Redis Cluster: the key's slot.
+func bySlot(key string) uint64 { return uint64(slotOf(key)) }
+
+// byTag is for a Ring, whose shard the client picks by the key's hash tag,
+// and for clients of unknown kinds: decisions of one identity only.
+func byTag(key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(hashTag(key)))
+	return h.Sum64()
+}
+
+// groupDecisions splits ds, in order, into the script calls they take:
+// by group (and test clock), at most maxDecide per call.
+func (e *engine) groupDecisions(ds []*decision) [][]*decision {
+	if len(ds) == 0 {
+		return nil
+	}
+	type groupKey struct {
+		group uint64
+		now   int64
+	}
+	var (
+		groups [][]*decision
+		index  map[groupKey]int
+	)
+	for _, d := range ds {
+		k := groupKey{e.group(d.keys[0]), d.now}
+		if index == nil {
+			index = make(map[groupKey]int)
+		}
+		i, ok := index[k]
+		if !ok || len(groups[i]) == maxDecide {
+			i = len(groups)
+			index[k] = i
+			groups = append(groups, make([]*decision, 0, min(len(ds), maxDecide)))
+		}
+		groups[i] = append(groups[i], d)
+	}
+	return groups
+}
+
+// newDecideCmd builds EVALSHA decide numkeys keys... n now args... for ds,
+// as a typed command, so that the all-integer reply is read straight into
+// an []int64.
+func newDecideCmd(ctx context.Context, ds []*decision) *redis.IntSliceCmd {
+	nkeys, nargs := 0, 2
+	for _, d := range ds {
+		nkeys += len(d.keys)
+		nargs += d.nargs
+	}
+	a := make([]any, 3, 3+nkeys+nargs)
+	a[0], a[1], a[2] = "evalsha", boxedHash(decideScript), nkeys
+	for _, d := range ds {
+		for _, k := range d.keys {
+			a = append(a, k)
+		}
+	}
+	a = append(a, len(ds), ds[0].now)
+	for _, d := range ds {
+		a = append(a, d.args[:d.nargs]...)
+	}
+	return redis.NewIntSliceCmd(ctx, a...)
+}
+
 // newScriptCmd builds EVALSHA sha numkeys keys... args... as a typed
-// command, so that the all-integer reply is read straight into an []int64
-// (a plain *redis.Cmd would box every integer and copy them again). The
-// script's hash and the key count are boxed without allocating; keys and args
-// are copied, not retained.
+// command. Keys and args are copied, not retained.
 func newScriptCmd(ctx context.Context, script *redis.Script, keys []string, args []any) *redis.IntSliceCmd {
 	a := make([]any, 3+len(keys)+len(args))
-	a[0] = "evalsha"
-	a[1] = boxedHash(script)
-	a[2] = len(keys)
+	a[0], a[1], a[2] = "evalsha", boxedHash(script), len(keys)
 	for i, k := range keys {
 		a[3+i] = k
 	}
@@ -131,7 +302,7 @@ func newScriptCmd(ctx context.Context, script *redis.Script, keys []string, args
 }
 
 // splitScriptCmd returns the keys and args of a command built by
-// newScriptCmd.
+// newScriptCmd or newDecideCmd.
 func splitScriptCmd(cmd *redis.IntSliceCmd) (keys []string, args []any) {
 	a := cmd.Args()
 	n := a[2].(int)
@@ -142,12 +313,79 @@ func splitScriptCmd(cmd *redis.IntSliceCmd) (keys []string, args []any) {
 	return keys, a[3+n:]
 }
 
-// evalFallback runs the call of cmd as EVAL, with the script's source. It is
-// the slow path after NOSCRIPT: it costs the script's bytes on the wire and
-// reloads the script on the node that ran it.
-func evalFallback(ctx context.Context, c redis.Scripter, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, error) {
-	keys, args := splitScriptCmd(cmd)
-	return script.Eval(ctx, c, keys, args...).Int64Slice()
+// pipelined sends calls as one pipeline (go-redis splits it per node on a
+// Cluster) and fills in each call's reply or error. Calls that failed with
+// NOSCRIPT (the script cache was flushed, or a node restarted or failed
+// over) are retried, and only they: per script, its first failed call as
+// EVAL, which runs it and puts the script back in the cache, and the others
+// as EVALSHA behind it on the same connection; on a Cluster the EVAL reaches
+// one node only, so calls that still get NOSCRIPT go once more, each as
+// EVAL. No SCRIPT LOAD is needed, so a Redis ACL user limited to EVAL and
+// EVALSHA is enough.
+func (e *engine) pipelined(ctx context.Context, calls []*scriptCall) {
+	if len(calls) == 1 {
+		// One command: no pipeline object to build.
+		c := calls[0]
+		_ = e.client.Process(ctx, c.cmd)
+		if c.reply, c.err = c.cmd.Result(); c.err != nil && isNoScript(c.err) {
+			keys, args := splitScriptCmd(c.cmd)
+			c.reply, c.err = c.script.Eval(ctx, e.client, keys, args...).Int64Slice()
+		}
+		return
+	}
+	pipe := e.client.Pipeline()
+	for _, c := range calls {
+		_ = pipe.Process(ctx, c.cmd)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []*scriptCall
+	for _, c := range calls {
+		c.reply, c.err = c.cmd.Result()
+		if c.err != nil && isNoScript(c.err) {
+			retry = append(retry, c)
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	evals := map[*scriptCall]*redis.Cmd{}
+	var loading []*redis.Script
+	pipe = e.client.Pipeline()
+	for _, c := range retry {
+		if !slices.Contains(loading, c.script) {
+			loading = append(loading, c.script)
+			keys, args := splitScriptCmd(c.cmd)
+			evals[c] = c.script.Eval(ctx, pipe, keys, args...)
+			continue
+		}
+		c.cmd = redis.NewIntSliceCmd(ctx, c.cmd.Args()...)
+		_ = pipe.Process(ctx, c.cmd)
+	}
+	_, _ = pipe.Exec(ctx)
+	var again []*scriptCall
+	for _, c := range retry {
+		if ev, ok := evals[c]; ok {
+			c.reply, c.err = ev.Int64Slice()
+			continue
+		}
+		c.reply, c.err = c.cmd.Result()
+		if c.err != nil && isNoScript(c.err) {
+			again = append(again, c)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	pipe = e.client.Pipeline()
+	last := make([]*redis.Cmd, len(again))
+	for i, c := range again {
+		keys, args := splitScriptCmd(c.cmd)
+		last[i] = c.script.Eval(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range again {
+		c.reply, c.err = last[i].Int64Slice()
+	}
 }
 
 func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }

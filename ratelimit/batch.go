@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // Request is one decision asked of BatchAllow: who spends, and how much.
@@ -53,115 +52,41 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		}
 		keys[i] = k
 	}
-	calls := make([]scriptCall, len(reqs))
-	ptrs := make([]*scriptCall, len(reqs))
+	ds := make([]*decision, len(reqs))
 	for i, r := range reqs {
-		calls[i] = l.batchCall(ctx, keys[i], r.Cost)
-		ptrs[i] = &calls[i]
+		ds[i] = l.decision(keys[i], r.Cost, modeSpend, nil)
 	}
-
-	publish := l.bus.Enabled()
-	var start time.Time
-	if publish {
-		start = time.Now()
-	}
-	failed := l.runBatch(ctx, ptrs)
+	start := l.e.startTimer()
+	// For the breaker the batch is one call: it failed when it did not come
+	// back or any of its decisions found Redis unavailable.
+	back := false // the round trip came back: each decision has its outcome
+	failed := l.e.guard(ctx, func() *BackendError {
+		if err := l.e.runDecisions(ctx, ds); err != nil {
+			return err
+		}
+		back = true
+		for _, d := range ds {
+			if d.err != nil {
+				if be := newBackendError(d.err); breakerOutcome(be, false) == outcomeFailure {
+					return be
+				}
+			}
+		}
+		return nil
+	})
 
 	results := make([]Result, len(reqs))
-	var first *BackendError
-	for i := range calls {
-		var (
-			res Result
-			err *BackendError
-		)
-		switch {
-		case failed != nil:
-			err = failed
-		case calls[i].err != nil:
-			err = newBackendError(calls[i].err)
-		default:
-			res, err = l.decode(calls[i].reply)
+	var first error
+	for i, d := range ds {
+		res, berr := Result{}, failed
+		if back {
+			res, berr = l.result(d)
 		}
-		if err != nil {
-			res = l.failResult(ctx)
-			if first == nil {
-				first = err
-			}
-		} else {
-			res = l.shadow(res)
-		}
-		results[i] = res
-		if publish {
-			l.publish(ctx, l.cfg.algorithm, keys[i], reqs[i].Cost, res, start, err)
+		var err error
+		results[i], err = l.e.finish(ctx, decided{l.alg, keys[i], reqs[i].Cost, l.limit}, start, res, berr)
+		if err != nil && first == nil {
+			first = err
 		}
 	}
-	if first != nil {
-		return results, first
-	}
-	return results, nil
-}
-
-// runBatch sends calls as one pipeline under the backend timeout. A non-nil
-// error means the caller's context ended (or, for a client that ignores
-// context deadlines, the timeout passed) before the pipeline returned: then
-// calls are not to be read, since the pipeline may still be writing them.
-func (l *Limiter) runBatch(ctx context.Context, calls []*scriptCall) *BackendError {
-	if ctx.Err() != nil {
-		return newBackendError(ctxErr(ctx)) // the caller gave up: Redis is not asked
-	}
-	b := l.cfg.breaker
-	if b == nil {
-		return l.runBatchRedis(ctx, calls)
-	}
-	ok, probe := b.allow(ctx)
-	if !ok {
-		return circuitOpen()
-	}
-	start := time.Now()
-	err := l.runBatchRedis(ctx, calls)
-	// For the breaker the batch is one call: it failed when it timed out
-	// or any of its calls found Redis unavailable. The calls keep their own
-	// errors.
-	verdict := err
-	for _, c := range calls {
-		if verdict != nil {
-			break
-		}
-		if c.err != nil {
-			if be := newBackendError(c.err); breakerOutcome(be, false) == outcomeFailure {
-				verdict = be
-			}
-		}
-	}
-	l.recordBreaker(ctx, probe, start, verdict)
-	return err
-}
-
-// runBatchRedis sends calls as one pipeline under the backend timeout.
-func (l *Limiter) runBatchRedis(ctx context.Context, calls []*scriptCall) *BackendError {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
-	defer cancel()
-	if l.direct {
-		l.pipelined(ctx, calls)
-		return nil
-	}
-	done := make(chan struct{})
-	go func() {
-		l.pipelined(ctx, calls)
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return newBackendError(ctxErr(ctx))
-	}
-}
-
-// batchCall builds the script call AllowN(ctx, identity, cost) makes for
-// key: the same script, keys and arguments as eval in spending mode.
-// TestBatchAllow holds the two to the same results.
-func (l *Limiter) batchCall(ctx context.Context, key string, cost int64) scriptCall {
-	args := [...]any{l.argA, l.argB, l.argC, cost, modeSpend, l.nowArg()}
-	return scriptCall{script: l.script, cmd: newScriptCmd(ctx, l.script, l.scriptKeys(key), args[:])}
+	return results, first
 }

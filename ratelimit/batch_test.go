@@ -146,7 +146,8 @@ func TestBatchAllowRedisDown(t *testing.T) {
 	}
 }
 
-// TestBatchAllowOnePipeline: a batch is one pipeline, whatever its size.
+// TestBatchAllowOnePipeline: a batch is one round trip, whatever its size,
+// and on one Redis one script call for all its decisions.
 func TestBatchAllowOnePipeline(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
@@ -156,6 +157,7 @@ func TestBatchAllowOnePipeline(t *testing.T) {
 	if _, err := l.Allow(context.Background(), "warm-up"); err != nil { // the script is cached
 		t.Fatal(err)
 	}
+	hook.reset()
 	reqs := make([]Request, 100)
 	for i := range reqs {
 		reqs[i] = Request{Identity: "id-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Cost: 1}
@@ -165,7 +167,40 @@ func TestBatchAllowOnePipeline(t *testing.T) {
 	}
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
-	if len(hook.sizes) != 1 || hook.sizes[0] != len(reqs) {
-		t.Errorf("pipelines of %v, want one of %d", hook.sizes, len(reqs))
+	if len(hook.sizes) != 1 || hook.sizes[0] != 1 || hook.decisions[0] != len(reqs) {
+		t.Errorf("round trips of %v commands and %v decisions, want one call of %d", hook.sizes, hook.decisions, len(reqs))
+	}
+}
+
+// TestBatchOneDecisionFails: in one script call of several decisions, a
+// decision whose key holds a foreign value (WRONGTYPE) fails alone, with
+// the error Redis gave it; the others are decided. (Real Redis only:
+// miniredis reports a command's error inside a script as a compile error.)
+func TestBatchOneDecisionFails(t *testing.T) {
+	for _, b := range []backend{realBackend(t)} {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			for _, alg := range limiterAlgorithms {
+				l := mustNew(t, b.client, PerMinute(10), append(b.opts, WithAlgorithm(alg), WithNamespace("onefails"), WithFailStrategy(FailClosed))...)
+				bad := mustKey(t, l, "bad")
+				if err := b.client.RPush(ctx, bad, "x").Err(); err != nil {
+					t.Fatal(err)
+				}
+				results, err := l.BatchAllow(ctx, []Request{{"a", 1}, {"bad", 1}, {"c", 2}})
+				var be *BackendError
+				if !errors.As(err, &be) || be.Type != ErrorScript || be.Code != "WRONGTYPE" {
+					t.Fatalf("%v: error %v, want the WRONGTYPE of the bad key", alg, err)
+				}
+				if !results[0].Allowed || results[0].Remaining != 9 || !results[2].Allowed || results[2].Remaining != 8 {
+					t.Errorf("%v: the other decisions %+v %+v, want decided by Redis", alg, results[0], results[2])
+				}
+				if results[1].Allowed || results[1].Reason != ReasonFailClosed {
+					t.Errorf("%v: the failed decision %+v, want the fail strategy's", alg, results[1])
+				}
+				if err := b.client.Del(ctx, bad).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -87,7 +87,7 @@ func BenchmarkKey(b *testing.B) {
 			name = "hmac"
 		}
 		b.Run(name, func(b *testing.B) {
-			k := newKeyer("ns", TokenBucket, secret)
+			k := newKeyer("ns:token_bucket:", secret)
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := k.key("user:alice@example.com"); err != nil {
@@ -112,7 +112,7 @@ func BenchmarkBusPublish(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				bus.Publish(ctx, ev)
+				bus.publish(ctx, ev)
 			}
 			_ = sink
 		})
@@ -121,9 +121,8 @@ func BenchmarkBusPublish(b *testing.B) {
 
 // BenchmarkAllowConcurrent measures Allow from 1, 16 and 64 goroutines on
 // one limiter over 10,000 identities on a real redis-server, with each way of
-// sending calls: off (one EVALSHA per call), the dispatcher (the default),
-// and go-redis's experimental AutoPipeline in its place (for comparison
-// only). ns/op is wall time per decision, so 1/ns-op is decisions/s.
+// sending calls: off (one script call per decision) and the dispatcher (the
+// default). ns/op is wall time per decision, so 1/ns-op is decisions/s.
 func BenchmarkAllowConcurrent(b *testing.B) {
 	srv := redistestStartB(b)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, PoolSize: 300})
@@ -139,11 +138,6 @@ func BenchmarkAllowConcurrent(b *testing.B) {
 	}{
 		{"off", func(b *testing.B) *Limiter { return mustNew(b, c, PerSecond(1e6), WithPipelining(false)) }},
 		{"dispatcher", func(b *testing.B) *Limiter { return mustNew(b, c, PerSecond(1e6)) }},
-		{"autopipeline", func(b *testing.B) *Limiter {
-			l := mustNew(b, c, PerSecond(1e6))
-			useAutoPipeline(b, l)
-			return l
-		}},
 	}
 	for _, conc := range []int{1, 16, 64} {
 		for _, m := range modes {

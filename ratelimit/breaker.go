@@ -274,7 +274,7 @@ func (b *Breaker) transition(ctx context.Context, to BreakerState, err *BackendE
 	}
 	for _, l := range b.listeners {
 		c.Namespace, c.Algorithm = l.namespace, l.algorithm
-		l.bus.PublishBreakerChange(ctx, c)
+		l.bus.publishBreakerChange(ctx, c)
 	}
 }
 
@@ -351,29 +351,4 @@ func WithBreaker(b *Breaker) Option {
 		c.breaker = b
 		return nil
 	})
-}
-
-// guarded runs call (one script call) through the limiter's breaker.
-func (l *Limiter) guarded(ctx context.Context, call func() *BackendError) *BackendError {
-	ok, probe := l.cfg.breaker.allow(ctx)
-	if !ok {
-		return circuitOpen()
-	}
-	start := time.Now()
-	err := call()
-	l.recordBreaker(ctx, probe, start, err)
-	return err
-}
-
-// recordBreaker tells the breaker the outcome of a call that started at
-// start. A timeout counts only when it was the backend timeout, not an
-// earlier deadline of the caller's.
-func (l *Limiter) recordBreaker(ctx context.Context, probe bool, start time.Time, err *BackendError) {
-	callerFirst := false
-	if err != nil && err.Type == ErrorTimeout {
-		if dl, ok := ctx.Deadline(); ok && dl.Before(start.Add(l.cfg.timeout)) {
-			callerFirst = true
-		}
-	}
-	l.cfg.breaker.record(ctx, probe, breakerOutcome(err, callerFirst), err)
 }

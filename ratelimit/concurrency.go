@@ -36,9 +36,8 @@ var ErrLeaseLost = errors.New("ratelimit: lease lost")
 // A ConcurrencyLimiter is safe for concurrent use. Create it once with
 // NewConcurrency and share it.
 type ConcurrencyLimiter struct {
-	// l is a Limiter of algorithm Concurrency, for its Redis seam (exec),
-	// keys, options, bus and fail strategy.
-	l              *Limiter
+	e              *engine
+	keys           *keyer
 	max            int64
 	ttl            time.Duration
 	argMax, argTTL any
@@ -65,14 +64,12 @@ func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*C
 	if cfg.leaseTTL == 0 {
 		cfg.leaseTTL = DefaultLeaseTTL
 	}
-	cfg.algorithm = Concurrency
-	limit := Limit{Rate: max, Per: cfg.leaseTTL}
 	c := &ConcurrencyLimiter{
-		l:   newLimiter(client, cfg, limit, policy{capacity: max}),
-		ttl: cfg.leaseTTL,
+		e:    newEngine(client, cfg, Concurrency),
+		keys: newKeyer(cfg.namespace+":"+Concurrency.String()+":", cfg.secret),
+		ttl:  cfg.leaseTTL,
 	}
 	c.setMax(max)
-	c.l.attachBreaker(Concurrency)
 	return c, nil
 }
 
@@ -85,8 +82,11 @@ func checkMax(max int64) error {
 
 func (c *ConcurrencyLimiter) setMax(max int64) {
 	c.max, c.argMax, c.argTTL = max, max, c.ttl.Microseconds()
-	c.l.setLimit(Limit{Rate: max, Per: c.ttl}, policy{capacity: max})
 }
+
+// limit is what a Result of the limiter reports as its Limit: Max units per
+// lease TTL.
+func (c *ConcurrencyLimiter) limit() Limit { return Limit{Rate: c.max, Per: c.ttl} }
 
 // WithMax returns a ConcurrencyLimiter that allows max units in flight
 // instead of c's own and shares everything else with c, including the
@@ -96,11 +96,9 @@ func (c *ConcurrencyLimiter) WithMax(max int64) (*ConcurrencyLimiter, error) {
 	if err := checkMax(max); err != nil {
 		return nil, err
 	}
-	l := *c.l
-	l.owned = false
-	view := &ConcurrencyLimiter{l: &l, ttl: c.ttl}
+	view := *c
 	view.setMax(max)
-	return view, nil
+	return &view, nil
 }
 
 // Max returns the most units in flight per identity.
@@ -110,26 +108,24 @@ func (c *ConcurrencyLimiter) Max() int64 { return c.max }
 func (c *ConcurrencyLimiter) LeaseTTL() time.Duration { return c.ttl }
 
 // Namespace returns the limiter's namespace.
-func (c *ConcurrencyLimiter) Namespace() string { return c.l.cfg.namespace }
-
-// Bus returns the bus the limiter publishes its decisions on.
-func (c *ConcurrencyLimiter) Bus() *Bus { return c.l.bus }
-
-// Subscribe is shorthand for c.Bus().Subscribe(s).
-func (c *ConcurrencyLimiter) Subscribe(s Subscriber) (unsubscribe func()) {
-	return c.l.bus.Subscribe(s)
-}
+func (c *ConcurrencyLimiter) Namespace() string { return c.e.cfg.namespace }
 
 // Key returns the Redis key of identity's leases (a sorted set; a second key,
 // Key + ":meta", holds their total weight).
-func (c *ConcurrencyLimiter) Key(identity string) (string, error) { return c.l.keys.key(identity) }
+func (c *ConcurrencyLimiter) Key(identity string) (string, error) { return c.keys.key(identity) }
 
-// Concurrency script operations (ARGV[5] of concurrency.lua).
+// leaseKeys returns the keys of the leases under key: the sorted set and
+// its summary.
+func leaseKeys(key string) []string { return []string{key, key + metaSuffix} }
+
+// leaseOp is an operation of concurrency.lua (its ARGV[5]).
+type leaseOp uint8
+
 const (
-	opPeek    = 0
-	opAcquire = 1
-	opRelease = 2
-	opExtend  = 3
+	opPeek    leaseOp = 0
+	opAcquire leaseOp = 1
+	opRelease leaseOp = 2
+	opExtend  leaseOp = 3
 )
 
 // Acquire takes a lease of weight units of identity's capacity if they are
@@ -148,53 +144,32 @@ func (c *ConcurrencyLimiter) Acquire(ctx context.Context, identity string, weigh
 	if weight < 1 || weight > c.max {
 		return nil, Result{}, fmt.Errorf("%w: weight %d must be between 1 and max in flight %d", ErrInvalidCost, weight, c.max)
 	}
-	key, err := c.l.keys.key(identity)
+	key, err := c.keys.key(identity)
 	if err != nil {
 		return nil, Result{}, err
 	}
-	id, err := newLeaseID()
-	if err != nil {
-		return nil, Result{}, err
-	}
-	lease := &Lease{c: c, keys: c.l.scriptKeys(key), id: id, weight: weight}
-
-	publish := c.l.bus.Enabled()
-	var start time.Time
-	if publish {
-		start = time.Now()
-	}
-	res, berr := c.run(ctx, lease.keys, id, weight, opAcquire)
-	switch {
-	case berr != nil:
-		res = c.l.failResult(ctx)
-	case !res.Allowed:
-		res = c.l.shadow(res)
-	default:
-		lease.tracked = true
-	}
-	if publish {
-		c.l.publish(ctx, Concurrency, key, weight, res, start, berr)
-	}
+	lease := &Lease{c: c, keys: leaseKeys(key), id: newID(), weight: weight}
+	start := c.e.startTimer()
+	res, berr := c.run(ctx, lease.keys, lease.id, weight, opAcquire)
+	lease.tracked = berr == nil && res.Allowed
+	res, err = c.e.finish(ctx, decided{Concurrency, key, weight, c.limit()}, start, res, berr)
 	if !res.Allowed {
 		lease = nil
 	}
-	if berr != nil {
-		return lease, res, berr
-	}
-	return lease, res, nil
+	return lease, res, err
 }
 
 // Peek returns what Acquire of weight 1 would decide now, without taking
 // anything and without publishing an event. On a backend failure the Result
 // is the fail strategy's.
 func (c *ConcurrencyLimiter) Peek(ctx context.Context, identity string) (Result, error) {
-	key, err := c.l.keys.key(identity)
+	key, err := c.keys.key(identity)
 	if err != nil {
 		return Result{}, err
 	}
-	res, berr := c.run(ctx, c.l.scriptKeys(key), "0", 1, opPeek)
+	res, berr := c.run(ctx, leaseKeys(key), "0", 1, opPeek)
 	if berr != nil {
-		return c.l.failResult(ctx), berr
+		return c.e.failResult(ctx, c.limit()), berr
 	}
 	return res, nil
 }
@@ -203,12 +178,16 @@ func (c *ConcurrencyLimiter) Peek(ctx context.Context, identity string) (Result,
 // ErrLeaseLost. For operators; not needed to recover from crashed holders,
 // whose leases expire on their own.
 func (c *ConcurrencyLimiter) Reset(ctx context.Context, identity string) error {
-	return c.l.Reset(ctx, identity)
+	key, err := c.keys.key(identity)
+	if err != nil {
+		return err
+	}
+	return c.e.del(ctx, leaseKeys(key))
 }
 
-// run calls concurrency.lua through the limiter's seam and decodes the reply.
-func (c *ConcurrencyLimiter) run(ctx context.Context, keys []string, id string, weight int64, op int) (Result, *BackendError) {
-	reply, err := c.l.exec(ctx, c.l.script, keys, c.argMax, c.argTTL, id, weight, op, c.l.nowArg())
+// run calls concurrency.lua and reads the reply.
+func (c *ConcurrencyLimiter) run(ctx context.Context, keys []string, id string, weight int64, op leaseOp) (Result, *BackendError) {
+	reply, err := c.e.script(ctx, concurrencyScript, keys, c.argMax, c.argTTL, id, weight, int64(op), c.e.nowArg())
 	if err != nil {
 		return Result{}, err
 	}
@@ -218,7 +197,7 @@ func (c *ConcurrencyLimiter) run(ctx context.Context, keys []string, id string, 
 	return Result{
 		Allowed:    reply[0] == 1,
 		Reason:     ReasonQuota,
-		Limit:      c.l.limit,
+		Limit:      c.limit(),
 		Remaining:  reply[1],
 		RetryAfter: durationUS(reply[2]),
 		ResetAfter: durationUS(reply[3]),
@@ -226,15 +205,13 @@ func (c *ConcurrencyLimiter) run(ctx context.Context, keys []string, id string, 
 	}, nil
 }
 
-// newLeaseID returns 128 random bits in hex: unguessable, so that no one can
-// release or extend a lease they were not given, and unique without
-// coordination.
-func newLeaseID() (string, error) {
+// newID returns 128 random bits in hex, for lease and refund ids:
+// unguessable, so that no one can release or extend a lease they were not
+// given, and unique without coordination. (crypto/rand.Read does not fail.)
+func newID() string {
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("ratelimit: lease id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Lease is weight units of an identity's capacity held by one holder, from

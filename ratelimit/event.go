@@ -128,19 +128,9 @@ func (b *Bus) remove(entry *subscription) {
 // skips timing a call when it has none.
 func (b *Bus) Enabled() bool { return b.subs.Load() != nil }
 
-// Len returns the number of subscriptions.
-func (b *Bus) Len() int {
-	if cur := b.subs.Load(); cur != nil {
-		return len(*cur)
-	}
-	return 0
-}
-
-// PublishBreakerChange delivers c to every subscriber that implements
-// BreakerSubscriber, in registration order. Limiters call it when their
-// circuit breaker changes state (see WithBreaker); it is exported so that
-// tests and adapters can replay changes.
-func (b *Bus) PublishBreakerChange(ctx context.Context, c BreakerChange) {
+// publishBreakerChange delivers c to every subscriber that implements
+// BreakerSubscriber, in registration order.
+func (b *Bus) publishBreakerChange(ctx context.Context, c BreakerChange) {
 	cur := b.subs.Load()
 	if cur == nil {
 		return
@@ -152,10 +142,9 @@ func (b *Bus) PublishBreakerChange(ctx context.Context, c BreakerChange) {
 	}
 }
 
-// PublishRefund delivers r to every subscriber that implements
-// RefundSubscriber, in registration order. Limiters call it after a Refund;
-// it is exported so that tests and adapters can replay refunds.
-func (b *Bus) PublishRefund(ctx context.Context, r RefundEvent) {
+// publishRefund delivers r to every subscriber that implements
+// RefundSubscriber, in registration order.
+func (b *Bus) publishRefund(ctx context.Context, r RefundEvent) {
 	cur := b.subs.Load()
 	if cur == nil {
 		return
@@ -167,10 +156,8 @@ func (b *Bus) PublishRefund(ctx context.Context, r RefundEvent) {
 	}
 }
 
-// Publish delivers e to every subscriber in registration order. Limiters call
-// it for their decisions; it is exported so that tests and adapters can
-// replay events.
-func (b *Bus) Publish(ctx context.Context, e Event) {
+// publish delivers e to every subscriber in registration order.
+func (b *Bus) publish(ctx context.Context, e Event) {
 	cur := b.subs.Load()
 	if cur == nil {
 		return

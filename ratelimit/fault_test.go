@@ -51,7 +51,7 @@ func faultKinds(t testing.TB, client redis.UniversalClient, prefix string, fail 
 	for _, alg := range limiterAlgorithms {
 		l := mustNew(t, client, PerMinute(faultQuota), append(with(alg.String()), WithAlgorithm(alg))...)
 		kinds = append(kinds, faultKind{
-			name: alg.String(), ns: l.Namespace(), fail: fail, scripts: []*redis.Script{alg.script()},
+			name: alg.String(), ns: l.Namespace(), fail: fail, scripts: []*redis.Script{decideScript},
 			call: func(ctx context.Context, id string) (Result, error) { return l.Allow(ctx, id) },
 			peek: l.Peek,
 		})

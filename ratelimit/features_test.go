@@ -262,11 +262,9 @@ func mustKey(t *testing.T, l *Limiter, id string) string {
 func TestNewBadInput(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
-	c := mustNewConcurrency(t, b.client, 4, b.opts...)
-	l := mustNew(t, b.client, PerSecond(10), append(b.opts, WithAlgorithm(SlidingLog))...)
 	rec := &recorder{}
-	l.Subscribe(rec)
-	c.Subscribe(rec)
+	c := mustNewConcurrency(t, b.client, 4, append(b.opts, WithSubscribers(rec))...)
+	l := mustNew(t, b.client, PerSecond(10), append(b.opts, WithAlgorithm(SlidingLog), WithSubscribers(rec))...)
 	cases := []badCase{
 		{"window burst", func() error {
 			_, err := New(b.client, PerSecond(10).WithBurst(20), WithAlgorithm(FixedWindow))

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 )
@@ -55,7 +54,7 @@ func FuzzKey(f *testing.F) {
 		if len(secret) < 16 {
 			secret = nil
 		}
-		k := newKeyer(ns, alg, secret)
+		k := newKeyer(ns+":"+alg.String()+":", secret)
 		key, err := k.key(identity)
 		tag, terr := k.tag(identity)
 		if identity == "" || len(identity) > MaxIdentityLen {
@@ -86,7 +85,7 @@ func FuzzKey(f *testing.F) {
 		if strings.Count(key, "{") != 1 || strings.Count(key, "}") != 1 {
 			t.Fatalf("key %q has more than the hash tag's braces", key)
 		}
-		m := &MultiLimiter{l: &Limiter{keys: k}, quotas: []multiQuota{
+		m := &MultiLimiter{keys: k, quotas: []multiQuota{
 			{prefix: ns + ":token_bucket:", suffix: "}:a"}, {prefix: ns + ":fixed_window:", suffix: "}:day"},
 		}}
 		keys, err := m.Keys(identity)
@@ -215,7 +214,7 @@ func checkPolicy(t *testing.T, alg Algorithm, l Limit, pol policy) {
 // scriptCase is a script of the fuzz target, with good arguments and the
 // positions the fuzzer's six strings replace.
 type scriptCase struct {
-	s     *redis.Script
+	s     scriptRunner
 	keys  []string
 	good  []string
 	slots []int // indexes into good replaced by the fuzzed arguments
@@ -245,7 +244,7 @@ var fuzzScripts = []scriptCase{
 	{concurrencyScript, []string{"f:{x}", "f:{x}:meta"}, []string{"4", "10000000", "ab12", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(4), 0},
 	// multi: count, mode and the first quota (algorithm, a, b, c; cost
 	// stays) are fuzzed; the second quota stays good.
-	{multiScript, []string{"f:{x}:a", "f:{x}:b"}, []string{"2", "1", "0", "0", "1", "6000000", "10", "1", "3", "10", "60000000", "0", "1"}, []int{0, 1, 3, 4, 5, 6}, saneMultiReply(10, 10), 3},
+	{multiScript, []string{"f:{x}:a", "f:{x}:b"}, []string{"2", "1", "0", "1", "1", "6000000", "10", "1", "4", "10", "60000000", "0", "1"}, []int{0, 1, 3, 4, 5, 6}, saneMultiReply(10, 10), 3},
 }
 
 // saneReply accepts a decision reply: allowed 0 or 1, remaining within the

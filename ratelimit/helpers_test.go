@@ -161,3 +161,31 @@ func checkBadInput(t *testing.T, c redis.UniversalClient, rec *recorder, cases [
 // that refund without making the call first (bad input, a Redis that is
 // down): Refund gives nothing back to a Result that spent nothing.
 func spentNow() Result { return Result{Allowed: true, Reason: ReasonQuota, Time: time.Now()} }
+
+// scriptRunner runs a script as *redis.Script does.
+type scriptRunner interface {
+	Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd
+}
+
+// oneDecision runs decide.lua with one decision of an algorithm, taking the
+// arguments in the layout the script tables below were written in: a, b,
+// c, cost, mode, now [, spent_at, keep]. Shorter lists are sent as they are,
+// after the count, to be refused.
+type oneDecision struct{ alg Algorithm }
+
+func (o oneDecision) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd {
+	if len(args) < 6 {
+		return decideScript.Run(ctx, c, keys, append([]any{1}, args...)...)
+	}
+	a := []any{1, args[5], o.alg.scriptID()}
+	a = append(a, args[:5]...)
+	return decideScript.Run(ctx, c, keys, append(a, args[6:]...)...)
+}
+
+// The single-algorithm scripts of the tables: one decision each.
+var (
+	tokenBucketScript   scriptRunner = oneDecision{TokenBucket}
+	slidingWindowScript scriptRunner = oneDecision{SlidingWindow}
+	slidingLogScript    scriptRunner = oneDecision{SlidingLog}
+	fixedWindowScript   scriptRunner = oneDecision{FixedWindow}
+)

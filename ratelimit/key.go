@@ -28,8 +28,10 @@ type keyScratch struct {
 	mac hash.Hash // nil without a secret
 }
 
-func newKeyer(namespace string, a Algorithm, secret []byte) *keyer {
-	k := &keyer{prefix: namespace + ":" + a.String() + ":{", secret: secret}
+// newKeyer returns a keyer whose keys start with prefix,
+// "<namespace>:<algorithm>:".
+func newKeyer(prefix string, secret []byte) *keyer {
+	k := &keyer{prefix: prefix + "{", secret: secret}
 	k.pool.New = func() any {
 		s := &keyScratch{buf: make([]byte, 0, 256), sum: make([]byte, 0, sha256.Size)}
 		if k.secret != nil {

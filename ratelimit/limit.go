@@ -79,7 +79,6 @@ func (l Limit) Validate() error {
 type units struct {
 	rate     int64 // units per microsecond
 	per      int64 // units per token
-	perUS    int64 // Per in microseconds
 	capacity int64 // tokens
 }
 
@@ -105,7 +104,7 @@ func (l Limit) units() (units, error) {
 	}
 	perUS := l.Per.Microseconds()
 	g := gcd(l.Rate, perUS)
-	u := units{rate: l.Rate / g, per: perUS / g, perUS: perUS, capacity: l.Capacity()}
+	u := units{rate: l.Rate / g, per: perUS / g, capacity: l.Capacity()}
 	if u.rate > maxExact || u.per > maxExact || u.capacity > maxExact/u.per {
 		return units{}, fmt.Errorf("%w: %v is too fine-grained to count exactly (burst × per/rate in µs must stay below 2^53)", ErrInvalidLimit, l)
 	}

@@ -46,9 +46,8 @@ type Quota struct {
 // A MultiLimiter is safe for concurrent use. Create it once with NewMulti
 // and share it.
 type MultiLimiter struct {
-	// l is a Limiter for the Redis seam (exec), identity hashing, options,
-	// bus and fail strategy.
-	l      *Limiter
+	e      *engine
+	keys   *keyer // the identity's hash tag; each quota adds its prefix and suffix
 	quotas []multiQuota
 	// args holds ARGV[4...] of multi.lua (five per quota, the costs
 	// replaced per call), boxed once.
@@ -123,14 +122,16 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 			suffix: "}:" + q.Name,
 		}
 		base := 3 + 5*i
-		m.args[base], m.args[base+1], m.args[base+2], m.args[base+3] = int64(q.Algorithm), pol.a, pol.b, pol.c
+		m.args[base], m.args[base+1], m.args[base+2], m.args[base+3] = q.Algorithm.scriptID(), pol.a, pol.b, pol.c
 	}
-	m.l = newLimiter(client, cfg, quotas[0].Limit, m.quotas[0].pol)
 	// Its events carry the deciding quota's algorithm: breaker changes are
 	// published under each of them.
-	for _, q := range m.quotas {
-		m.l.attachBreaker(q.Algorithm)
+	algs := make([]Algorithm, len(quotas))
+	for i, q := range quotas {
+		algs[i] = q.Algorithm
 	}
+	m.e = newEngine(client, cfg, algs...)
+	m.keys = newKeyer("", cfg.secret)
 	return m, nil
 }
 
@@ -144,7 +145,7 @@ func (m *MultiLimiter) WithLimits(limits ...Limit) (*MultiLimiter, error) {
 	if len(limits) != len(m.quotas) {
 		return nil, fmt.Errorf("%w: %d limits for %d quotas", ErrInvalidLimit, len(limits), len(m.quotas))
 	}
-	view := &MultiLimiter{l: m.l, quotas: make([]multiQuota, len(m.quotas)), args: make([]any, len(m.args))}
+	view := &MultiLimiter{e: m.e, keys: m.keys, quotas: make([]multiQuota, len(m.quotas)), args: make([]any, len(m.args))}
 	copy(view.args, m.args)
 	for i, q := range m.quotas {
 		pol, err := q.Algorithm.prepare(limits[i])
@@ -182,18 +183,12 @@ func (m *MultiLimiter) Quotas() []Quota {
 }
 
 // Namespace returns the limiter's namespace.
-func (m *MultiLimiter) Namespace() string { return m.l.cfg.namespace }
-
-// Bus returns the bus the limiter publishes its decisions on.
-func (m *MultiLimiter) Bus() *Bus { return m.l.bus }
-
-// Subscribe is shorthand for m.Bus().Subscribe(s).
-func (m *MultiLimiter) Subscribe(s Subscriber) (unsubscribe func()) { return m.l.bus.Subscribe(s) }
+func (m *MultiLimiter) Namespace() string { return m.e.cfg.namespace }
 
 // Keys returns the Redis keys of identity's quotas, in order. They share one
 // hash tag, so one Redis Cluster slot.
 func (m *MultiLimiter) Keys(identity string) ([]string, error) {
-	tag, err := m.l.keys.tag(identity)
+	tag, err := m.keys.tag(identity)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +226,7 @@ func (m *MultiLimiter) AllowN(ctx context.Context, identity string, cost int64) 
 // Redis failed, and the Result is then the fail strategy's. Every call is
 // published once.
 func (m *MultiLimiter) AllowCosts(ctx context.Context, identity string, costs ...int64) (MultiResult, error) {
-	return m.call(ctx, identity, costs, modeSpend, true, time.Time{})
+	return m.call(ctx, identity, costs, modeSpend, time.Time{})
 }
 
 // Peek returns what Allow would decide now, without spending and without
@@ -241,7 +236,7 @@ func (m *MultiLimiter) Peek(ctx context.Context, identity string) (MultiResult, 
 	for i := range costs {
 		costs[i] = 1
 	}
-	return m.call(ctx, identity, costs, modePeek, false, time.Time{})
+	return m.call(ctx, identity, costs, modePeek, time.Time{})
 }
 
 // Refund gives amounts[i] back to quota i, one amount per quota (0 for a
@@ -259,13 +254,13 @@ func (m *MultiLimiter) Refund(ctx context.Context, identity string, spent MultiR
 	if err := m.checkCosts(amounts); err != nil {
 		return MultiResult{}, err
 	}
-	if _, err := m.l.keys.tag(identity); err != nil {
+	if _, err := m.keys.tag(identity); err != nil {
 		return MultiResult{}, err
 	}
 	if !spent.spent() {
 		return MultiResult{}, nil
 	}
-	return m.call(ctx, identity, amounts, modeRefund, false, spent.Time)
+	return m.call(ctx, identity, amounts, modeRefund, spent.Time)
 }
 
 // Reset forgets identity's state in every quota.
@@ -274,7 +269,7 @@ func (m *MultiLimiter) Reset(ctx context.Context, identity string) error {
 	if err != nil {
 		return err
 	}
-	return m.l.del(ctx, keys)
+	return m.e.del(ctx, keys)
 }
 
 func (m *MultiLimiter) checkCosts(costs []int64) error {
@@ -290,9 +285,9 @@ func (m *MultiLimiter) checkCosts(costs []int64) error {
 	return nil
 }
 
-// call runs multi.lua for identity; spentAt is the time of the call a
-// refund gives back to, and unused otherwise.
-func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64, mode int, decision bool, spentAt time.Time) (MultiResult, error) {
+// call runs multi.lua for identity and settles the outcome: as a decision
+// (AllowCosts), a refund of the call decided at spentAt, or a Peek.
+func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64, md mode, spentAt time.Time) (MultiResult, error) {
 	if err := m.checkCosts(costs); err != nil {
 		return MultiResult{}, err
 	}
@@ -300,43 +295,42 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 	if err != nil {
 		return MultiResult{}, err
 	}
-	publish := (decision || mode == modeRefund) && m.l.bus.Enabled()
 	var start time.Time
-	if publish {
-		start = time.Now()
+	if md != modePeek {
+		start = m.e.startTimer()
 	}
-	res, berr := m.eval(ctx, keys, costs, mode, spentAt)
-	if mode == modeRefund {
-		if publish { // one RefundEvent per quota given something back
-			for i, q := range m.quotas {
-				if costs[i] == 0 {
-					continue
-				}
+	res, berr := m.eval(ctx, keys, costs, md, spentAt)
+	switch md {
+	case modeRefund: // one RefundEvent per quota given something back
+		for i, q := range m.quotas {
+			if costs[i] != 0 {
 				var qres Result
 				if berr == nil {
 					qres = res.Quotas[i]
 				}
-				m.l.publishRefund(ctx, q.Algorithm, keys[i], costs[i], qres, start, berr)
+				m.e.publishRefund(ctx, q.Algorithm, keys[i], costs[i], start, qres, berr)
 			}
 		}
 		if berr != nil {
 			return MultiResult{}, berr
 		}
 		return res, nil
+	case modePeek:
+		if berr != nil {
+			return m.failResult(m.e.failResult(ctx, m.quotas[0].Limit)), berr
+		}
+		return res, nil
 	}
+	i := 0 // the deciding quota; the first when Redis did not decide
+	if berr == nil {
+		i = m.deciding(res)
+	}
+	q := m.quotas[i]
+	res.Result, err = m.e.finish(ctx, decided{q.Algorithm, keys[i], costs[i], q.Limit}, start, res.Result, berr)
 	if berr != nil {
-		res = m.failResult(ctx)
-	} else if decision {
-		res.Result = m.l.shadow(res.Result)
+		res = m.failResult(res.Result)
 	}
-	if publish {
-		i := m.deciding(res)
-		m.l.publish(ctx, m.quotas[i].Algorithm, keys[i], costs[i], res.Result, start, berr)
-	}
-	if berr != nil {
-		return res, berr
-	}
-	return res, nil
+	return res, err
 }
 
 // deciding returns the index of the quota whose result the call reports.
@@ -349,25 +343,21 @@ func (m *MultiLimiter) deciding(res MultiResult) int {
 	return 0
 }
 
-func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, mode int, spentAt time.Time) (MultiResult, *BackendError) {
+func (m *MultiLimiter) eval(ctx context.Context, keys []string, costs []int64, md mode, spentAt time.Time) (MultiResult, *BackendError) {
 	args := make([]any, len(m.args), len(m.args)+2)
 	copy(args, m.args)
-	args[0], args[1], args[2] = len(m.quotas), mode, m.l.nowArg()
+	args[0], args[1], args[2] = len(m.quotas), int64(md), m.e.nowArg()
 	for i, c := range costs {
 		args[3+5*i+4] = c
 	}
-	if mode == modeRefund {
+	if md == modeRefund {
 		// The refund's own key (under the first quota's key, so in the
 		// identity's slot), the refunded call's time, and how long Redis
 		// remembers the refund.
-		refundKey, err := newRefundKey(keys[0])
-		if err != nil {
-			return MultiResult{}, newBackendError(err)
-		}
-		keys = append(keys[:len(keys):len(keys)], refundKey)
-		args = append(args, spentAt.UnixMicro(), m.l.refundMemoryMS())
+		keys = append(keys[:len(keys):len(keys)], newRefundKey(keys[0]))
+		args = append(args, spentAt.UnixMicro(), m.e.refundMemoryMS())
 	}
-	reply, err := m.l.exec(ctx, multiScript, keys, args...)
+	reply, err := m.e.script(ctx, multiScript, keys, args...)
 	if err != nil {
 		return MultiResult{}, err
 	}
@@ -426,10 +416,13 @@ func lessShare(r1, c1, r2, c2 int64) bool {
 	return h1 < h2 || h1 == h2 && l1 < l2
 }
 
-func (m *MultiLimiter) failResult(ctx context.Context) MultiResult {
-	out := MultiResult{Result: m.l.failResult(ctx), Quotas: make([]Result, len(m.quotas))}
+// failResult is the MultiResult of a call Redis did not decide: res (the
+// fail strategy's, or a denial of a caller that gave up) for the call and
+// every quota.
+func (m *MultiLimiter) failResult(res Result) MultiResult {
+	out := MultiResult{Result: res, Quotas: make([]Result, len(m.quotas))}
 	for i, q := range m.quotas {
-		out.Quotas[i] = out.Result
+		out.Quotas[i] = res
 		out.Quotas[i].Limit = q.Limit
 	}
 	out.Limit = m.quotas[0].Limit

@@ -172,9 +172,8 @@ func TestMultiBadInput(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
 	good := []Quota{{Name: "rps", Limit: PerSecond(10)}, {Name: "tokens", Limit: PerMinute(1000), Algorithm: FixedWindow}}
-	m := mustNewMulti(t, b.client, good, b.opts...)
 	rec := &recorder{}
-	m.Subscribe(rec)
+	m := mustNewMulti(t, b.client, good, append(b.opts, WithSubscribers(rec))...)
 	many := make([]Quota, MaxQuotas+1)
 	for i := range many {
 		many[i] = Quota{Name: "q" + strings.Repeat("x", i), Limit: PerSecond(1)}

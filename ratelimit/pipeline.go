@@ -3,63 +3,39 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// Pipelined decisions.
+// The dispatcher shares round trips between the concurrent calls of one
+// engine (WithPipelining). Calls that arrive while others are on the wire
+// queue, and whatever is queued goes to Redis in one round trip as soon as
+// a slot is free: the queued decisions as one decide.lua call per group
+// (groupFunc), the other script calls beside them in the same pipeline.
+// There is no timer: a call that finds a slot free and nothing queued goes
+// out at once, alone, on the caller's goroutine (with a client that honours
+// context deadlines). Under load the batches grow with the queue.
 //
-// A Limiter with pipelining on (the default, see WithPipelining) has a
-// dispatcher. Concurrent calls queue in it, and whatever is queued goes to
-// Redis as one pipeline of script calls as soon as a connection slot is
-// free: one write and one read for the lot, instead of a round trip each.
-// There is no timer: when a slot is free and nothing is queued, a call goes
-// out at once, as one EVALSHA on the caller's own goroutine, exactly as
-// without pipelining. So a lone caller pays nothing, and under load the
-// batches grow by themselves with the queue (smart batching).
-//
-// Goroutines: the dispatcher has none of its own while idle. A flusher
-// goroutine is started when queued calls find a slot free, and ends as soon
-// as the queue is empty; it never outlives its last batch, which is bounded
-// by the latest backend deadline of its calls (or the client's ReadTimeout,
-// for a client without ContextTimeoutEnabled). No Close is needed.
-//
-// Each call keeps its own semantics: it leaves at its own backend timeout
-// (WithTimeout) or its context's end, whichever comes first, whatever its
-// batch does; a canceled call that has not been sent yet is dropped from its
-// batch; the batch itself runs under a context of its own (without the
-// callers' values or cancellation) with the latest deadline of its calls.
-// A failed batch fails each of its calls with a classified *BackendError, and
-// the caller's fail strategy decides, as for a single call.
+// A flusher goroutine runs while calls are queued and ends when the queue
+// is empty; it never outlives its last round trip, which is bounded by the
+// latest backend deadline of its calls (or the client's ReadTimeout, for a
+// client that ignores deadlines). Each call leaves at its own backend
+// timeout or when its context ends, whatever its batch does; a call whose
+// caller left before it was sent is dropped from its batch.
 
 const (
-	// defaultPipelineConns is how many pipelines (or lone calls) one limiter
-	// keeps in flight at once. Two lets Redis work on one batch while the
-	// client reads the previous one and builds the next: on the 2-core
-	// machine of BENCHMARKS.md, 1 gave about 20% fewer decisions/s at 64
-	// callers than 2, and 3 or 4 no more than 2 (within noise) while sending
-	// smaller batches and sending calls alone up to 4 callers.
+	// defaultPipelineConns is how many round trips one engine keeps in
+	// flight at once: Redis works on one batch while the client reads the
+	// previous one and builds the next.
 	defaultPipelineConns = 2
-	// maxPipelineBatch bounds the calls in one pipeline, and so the bytes
-	// one connection writes before it reads.
+	// maxPipelineBatch bounds the calls in one round trip.
 	maxPipelineBatch = 512
 )
 
 // errBackendTimeout is what a queued call gets when its backend timeout
 // passes before its reply came.
 var errBackendTimeout = fmt.Errorf("ratelimit: no reply within the backend timeout: %w", context.DeadlineExceeded)
-
-// scriptCall is one script call of a pipeline, and its outcome.
-type scriptCall struct {
-	script *redis.Script
-	cmd    *redis.IntSliceCmd
-	reply  []int64
-	err    error
-}
 
 // Call states: who owns a queued call. The caller and the flusher each
 // move a pending call on with one compare-and-swap; whoever loses knows the
@@ -70,8 +46,11 @@ const (
 	callAbandoned        // the caller left (canceled or timed out); the flusher recycles it
 )
 
+// call is one queued call: a decision or a script call of its own.
 type call struct {
-	scriptCall
+	d        *decision
+	s        *scriptCall
+	err      error           // the round trip's own failure, if any
 	ctx      context.Context // the caller's, read by the flusher for Err only
 	deadline time.Time
 	state    atomic.Uint32
@@ -82,15 +61,14 @@ type call struct {
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 func putCall(c *call) {
-	c.scriptCall = scriptCall{}
-	c.ctx = nil
+	c.d, c.s, c.err, c.ctx = nil, nil, nil, nil
 	c.state.Store(callPending)
 	callPool.Put(c)
 }
 
-// dispatcher batches the concurrent script calls of one limiter.
+// dispatcher batches the concurrent calls of one engine.
 type dispatcher struct {
-	l        *Limiter
+	e        *engine
 	maxConns int
 	maxBatch int
 
@@ -98,60 +76,73 @@ type dispatcher struct {
 	queue  []*call
 	active int          // slots taken: lone calls and flushers in flight
 	spare  [][]*call    // batch buffers of finished flushers, for reuse
-	flushN atomic.Int64 // pipelines sent (for tests and benchmarks)
+	flushN atomic.Int64 // round trips of queued calls (for tests)
 	sentN  atomic.Int64 // calls sent in them
-
-	// alt, when set (by tests only), replaces the dispatcher: it is how
-	// the benchmarks measure go-redis's own AutoPipeline in its place.
-	alt func(ctx context.Context, script *redis.Script, cmd *redis.IntSliceCmd) ([]int64, *BackendError)
 }
 
-func newDispatcher(l *Limiter) *dispatcher {
-	return &dispatcher{l: l, maxConns: defaultPipelineConns, maxBatch: maxPipelineBatch}
+func newDispatcher(e *engine) *dispatcher {
+	return &dispatcher{e: e, maxConns: defaultPipelineConns, maxBatch: maxPipelineBatch}
 }
 
-// do runs one script call through the dispatcher. Like exec, it retains
-// neither keys nor args: they are copied into the command.
-func (d *dispatcher) do(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, *BackendError) {
-	if ctx.Err() != nil {
-		return nil, newBackendError(ctxErr(ctx))
-	}
-	cmd := newScriptCmd(ctx, script, keys, args)
-	if d.alt != nil {
-		return d.alt(ctx, script, cmd)
-	}
+// do runs the decision d or the script call s through the dispatcher and
+// returns its error, of the call itself or of its round trip. Neither is
+// retained once do returns.
+func (p *dispatcher) do(ctx context.Context, d *decision, s *scriptCall) *BackendError {
 	now := time.Now()
-	deadline := now.Add(d.l.cfg.timeout)
+	deadline := now.Add(p.e.cfg.timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
 
-	d.mu.Lock()
-	if d.active < d.maxConns && len(d.queue) == 0 && d.l.direct {
+	p.mu.Lock()
+	if p.active < p.maxConns && len(p.queue) == 0 && p.e.direct {
 		// A free slot and nobody waiting: go out at once, on this
-		// goroutine, as a call of its own.
-		d.active++
-		d.mu.Unlock()
-		defer d.release()
-		return d.l.runOne(ctx, script, cmd)
+		// goroutine, alone.
+		p.active++
+		p.mu.Unlock()
+		defer p.release()
+		var scs []*scriptCall
+		if s != nil {
+			scs = []*scriptCall{s}
+		}
+		if err := p.e.roundTrip(ctx, d, nil, scs); err != nil {
+			return err
+		}
+		return outcomeErr(d, s, nil)
 	}
 	c := callPool.Get().(*call)
-	c.script, c.cmd, c.ctx, c.deadline = script, cmd, ctx, deadline
-	d.queue = append(d.queue, c)
+	c.d, c.s, c.ctx, c.deadline = d, s, ctx, deadline
+	p.queue = append(p.queue, c)
 	var batch []*call
-	if d.active < d.maxConns {
-		d.active++
-		batch = d.takeLocked(nil)
+	if p.active < p.maxConns {
+		p.active++
+		batch = p.takeLocked(nil)
 	}
-	d.mu.Unlock()
+	p.mu.Unlock()
 	if batch != nil {
-		go d.flush(batch)
+		go p.flush(batch)
 	}
-	return d.wait(ctx, c, deadline.Sub(now))
+	return p.wait(ctx, c, deadline.Sub(now))
+}
+
+// outcomeErr returns the error of a call that came back: its round trip's
+// (roundTrip), else the call's own.
+func outcomeErr(d *decision, s *scriptCall, roundTrip error) *BackendError {
+	err := roundTrip
+	if err == nil && d != nil {
+		err = d.err
+	}
+	if err == nil && s != nil {
+		err = s.err
+	}
+	if err != nil {
+		return newBackendError(err)
+	}
+	return nil
 }
 
 // wait blocks until c is completed, ctx ends or the backend timeout passes.
-func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) ([]int64, *BackendError) {
+func (p *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) *BackendError {
 	if c.timer == nil {
 		c.timer = time.NewTimer(timeout)
 	} else {
@@ -165,27 +156,23 @@ func (d *dispatcher) wait(ctx context.Context, c *call, timeout time.Duration) (
 		// be recycled and its timer reset by another caller.
 		stopTimer(c.timer)
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
-			return nil, newBackendError(ctxErr(ctx))
+			return newBackendError(ctxErr(ctx))
 		}
 		<-c.done // completed meanwhile: take the reply
 	case <-c.timer.C:
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
-			return nil, newBackendError(errBackendTimeout)
+			return newBackendError(errBackendTimeout)
 		}
 		<-c.done
 	}
-	reply, err := c.reply, c.err
+	err := outcomeErr(c.d, c.s, c.err)
 	putCall(c)
-	if err != nil {
-		return nil, newBackendError(err)
-	}
-	return reply, nil
+	return err
 }
 
 // stopTimer stops t and drains a tick it may have sent meanwhile, so that
-// the pooled call's next wait does not see a stale timeout. (Since Go 1.23
-// Stop alone guarantees that, but a program may still run with
-// GODEBUG=asynctimerchan=1.)
+// the pooled call's next wait does not see a stale timeout (for programs
+// still run with GODEBUG=asynctimerchan=1).
 func stopTimer(t *time.Timer) {
 	if !t.Stop() {
 		select {
@@ -197,59 +184,62 @@ func stopTimer(t *time.Timer) {
 
 // release gives a lone call's slot back, or hands it to a flusher for what
 // queued meanwhile.
-func (d *dispatcher) release() {
-	d.mu.Lock()
-	if len(d.queue) == 0 {
-		d.active--
-		d.mu.Unlock()
+func (p *dispatcher) release() {
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.active--
+		p.mu.Unlock()
 		return
 	}
-	batch := d.takeLocked(nil)
-	d.mu.Unlock()
-	go d.flush(batch)
+	batch := p.takeLocked(nil)
+	p.mu.Unlock()
+	go p.flush(batch)
 }
 
 // takeLocked moves up to maxBatch queued calls into dst (or a spare
 // buffer), oldest first.
-func (d *dispatcher) takeLocked(dst []*call) []*call {
+func (p *dispatcher) takeLocked(dst []*call) []*call {
 	if dst == nil {
-		if n := len(d.spare); n > 0 {
-			dst, d.spare = d.spare[n-1], d.spare[:n-1]
+		if n := len(p.spare); n > 0 {
+			dst, p.spare = p.spare[n-1], p.spare[:n-1]
 		} else {
-			dst = make([]*call, 0, min(len(d.queue), d.maxBatch))
+			dst = make([]*call, 0, min(len(p.queue), p.maxBatch))
 		}
 	}
-	n := min(len(d.queue), d.maxBatch)
-	dst = append(dst[:0], d.queue[:n]...)
-	rest := copy(d.queue, d.queue[n:])
-	clear(d.queue[rest:])
-	d.queue = d.queue[:rest]
+	n := min(len(p.queue), p.maxBatch)
+	dst = append(dst[:0], p.queue[:n]...)
+	rest := copy(p.queue, p.queue[n:])
+	clear(p.queue[rest:])
+	p.queue = p.queue[:rest]
 	return dst
 }
 
 // flush sends batch, then whatever queued meanwhile, until the queue is
 // empty; then it gives its slot back and ends.
-func (d *dispatcher) flush(batch []*call) {
+func (p *dispatcher) flush(batch []*call) {
 	for {
-		d.run(batch)
+		p.run(batch)
 		clear(batch)
-		d.mu.Lock()
-		if len(d.queue) == 0 {
-			d.active--
-			d.spare = append(d.spare, batch[:0])
-			d.mu.Unlock()
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.active--
+			p.spare = append(p.spare, batch[:0])
+			p.mu.Unlock()
 			return
 		}
-		batch = d.takeLocked(batch)
-		d.mu.Unlock()
+		batch = p.takeLocked(batch)
+		p.mu.Unlock()
 	}
 }
 
-// run sends one batch as a pipeline and completes each of its calls.
-func (d *dispatcher) run(batch []*call) {
+// run sends one batch in one round trip and completes each of its calls.
+func (p *dispatcher) run(batch []*call) {
 	now := time.Now()
-	var deadline time.Time
-	live := make([]*scriptCall, 0, len(batch))
+	var (
+		deadline time.Time
+		ds       []*decision
+		scs      []*scriptCall
+	)
 	sent := batch[:0]
 	for _, c := range batch {
 		switch {
@@ -257,103 +247,44 @@ func (d *dispatcher) run(batch []*call) {
 			putCall(c) // its caller left before it was sent: drop it
 			continue
 		case c.ctx.Err() != nil:
-			d.complete(c, nil, ctxErr(c.ctx))
+			p.complete(c, ctxErr(c.ctx))
 			continue
 		case !now.Before(c.deadline):
-			d.complete(c, nil, errBackendTimeout)
+			p.complete(c, errBackendTimeout)
 			continue
 		}
 		if c.deadline.After(deadline) {
 			deadline = c.deadline
 		}
-		live = append(live, &c.scriptCall)
+		if c.d != nil {
+			ds = append(ds, c.d)
+		} else {
+			scs = append(scs, c.s)
+		}
 		sent = append(sent, c)
 	}
 	if len(sent) == 0 {
 		return
 	}
+	// The round trip runs under a context of its own, without the callers'
+	// values or cancellation, until the latest deadline of its calls.
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	d.flushN.Add(1)
-	d.sentN.Add(int64(len(sent)))
-	d.l.pipelined(ctx, live)
+	p.flushN.Add(1)
+	p.sentN.Add(int64(len(sent)))
+	p.e.send(ctx, ds, scs)
 	cancel()
 	for _, c := range sent {
-		d.complete(c, c.reply, c.err)
+		p.complete(c, nil)
 	}
 }
 
 // complete hands the outcome to c's caller, or recycles c if the caller
 // has left.
-func (d *dispatcher) complete(c *call, reply []int64, err error) {
-	c.reply, c.err = reply, err
+func (p *dispatcher) complete(c *call, err error) {
+	c.err = err
 	if c.state.CompareAndSwap(callPending, callCompleted) {
 		c.done <- struct{}{}
 		return
 	}
 	putCall(c)
-}
-
-// pipelined sends calls as one pipeline (go-redis splits it per node on a
-// Cluster) and fills in each call's reply or error. Calls that failed with
-// NOSCRIPT (the script cache was flushed, or a node restarted or failed
-// over) are retried, and only they. The retry sends, per script, its first
-// failed call as EVAL, which runs it and puts the script back in the cache,
-// and the others as EVALSHA behind it on the same connection; on a Cluster
-// the EVAL reaches one node only, so calls that still get NOSCRIPT go once
-// more, each as EVAL. No SCRIPT LOAD is needed, so a Redis ACL user limited
-// to EVAL and EVALSHA (see README) is enough.
-func (l *Limiter) pipelined(ctx context.Context, calls []*scriptCall) {
-	pipe := l.client.Pipeline()
-	for _, c := range calls {
-		_ = pipe.Process(ctx, c.cmd)
-	}
-	_, _ = pipe.Exec(ctx)
-	var retry []*scriptCall
-	for _, c := range calls {
-		c.reply, c.err = c.cmd.Result()
-		if c.err != nil && isNoScript(c.err) {
-			retry = append(retry, c)
-		}
-	}
-	if len(retry) == 0 {
-		return
-	}
-	evals := map[*scriptCall]*redis.Cmd{}
-	var loading []*redis.Script
-	pipe = l.client.Pipeline()
-	for _, c := range retry {
-		if !slices.Contains(loading, c.script) {
-			loading = append(loading, c.script)
-			keys, args := splitScriptCmd(c.cmd)
-			evals[c] = c.script.Eval(ctx, pipe, keys, args...)
-			continue
-		}
-		c.cmd = redis.NewIntSliceCmd(ctx, c.cmd.Args()...)
-		_ = pipe.Process(ctx, c.cmd)
-	}
-	_, _ = pipe.Exec(ctx)
-	var again []*scriptCall
-	for _, c := range retry {
-		if ev, ok := evals[c]; ok {
-			c.reply, c.err = ev.Int64Slice()
-			continue
-		}
-		c.reply, c.err = c.cmd.Result()
-		if c.err != nil && isNoScript(c.err) {
-			again = append(again, c)
-		}
-	}
-	if len(again) == 0 {
-		return
-	}
-	pipe = l.client.Pipeline()
-	last := make([]*redis.Cmd, len(again))
-	for i, c := range again {
-		keys, args := splitScriptCmd(c.cmd)
-		last[i] = c.script.Eval(ctx, pipe, keys, args...)
-	}
-	_, _ = pipe.Exec(ctx)
-	for i, c := range again {
-		c.reply, c.err = last[i].Int64Slice()
-	}
 }

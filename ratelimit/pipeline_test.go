@@ -51,14 +51,14 @@ type outcome struct {
 func fillSlots(t *testing.T, srv interface{ Pause() }, l *Limiter) <-chan outcome {
 	t.Helper()
 	srv.Pause()
-	out := make(chan outcome, l.pipe.maxConns)
-	for i := range l.pipe.maxConns {
+	out := make(chan outcome, l.e.pipe.maxConns)
+	for i := range l.e.pipe.maxConns {
 		go func() {
 			res, err := l.Allow(context.Background(), "slot-"+strconv.Itoa(i))
 			out <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "the slot calls to be in flight", func() bool { return l.pipe.inFlight() == l.pipe.maxConns })
+	waitFor(t, "the slot calls to be in flight", func() bool { return l.e.pipe.inFlight() == l.e.pipe.maxConns })
 	return out
 }
 
@@ -68,9 +68,8 @@ func fillSlots(t *testing.T, srv interface{ Pause() }, l *Limiter) <-chan outcom
 func TestPipelineSharesRoundTrips(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
-	l := mustNew(t, c, PerMinute(10), WithTimeout(10*time.Second))
 	rec := &recorder{}
-	l.Subscribe(rec)
+	l := mustNew(t, c, PerMinute(10), WithTimeout(10*time.Second), WithSubscribers(rec))
 	slots := fillSlots(t, srv, l)
 	defer srv.Resume()
 
@@ -84,8 +83,8 @@ func TestPipelineSharesRoundTrips(t *testing.T) {
 			outs[i] <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == n })
-	before := l.pipe.flushN.Load()
+	waitFor(t, "all calls to queue", func() bool { return l.e.pipe.queued() == n })
+	before := l.e.pipe.flushN.Load()
 	srv.Resume()
 	for i, ch := range outs {
 		o := <-ch
@@ -93,38 +92,85 @@ func TestPipelineSharesRoundTrips(t *testing.T) {
 			t.Errorf("call %d: %+v %v, want allowed with %d remaining", i, o.res, o.err, 10-(i%5+1))
 		}
 	}
-	for range l.pipe.maxConns {
+	for range l.e.pipe.maxConns {
 		if o := <-slots; o.err != nil || !o.res.Allowed {
 			t.Errorf("slot call: %+v %v", o.res, o.err)
 		}
 	}
-	if got := l.pipe.flushN.Load() - before; got != 1 {
+	if got := l.e.pipe.flushN.Load() - before; got != 1 {
 		t.Errorf("%d calls queued together went out in %d pipelines, want 1", n, got)
 	}
-	if got := len(rec.all()); got != n+l.pipe.maxConns {
-		t.Errorf("%d events, want one per call (%d)", got, n+l.pipe.maxConns)
+	if got := len(rec.all()); got != n+l.e.pipe.maxConns {
+		t.Errorf("%d events, want one per call (%d)", got, n+l.e.pipe.maxConns)
 	}
-	waitFor(t, "the flusher to end", func() bool { return l.pipe.inFlight() == 0 })
+	waitFor(t, "the flusher to end", func() bool { return l.e.pipe.inFlight() == 0 })
 }
 
 // pipelineHook rewrites the first pipeline of script calls it sees with
 // edit, and records the length of every such pipeline (go-redis also sends
 // its connection handshake as a pipeline; that one is left alone).
+// pipelineHook watches the round trips of script calls (a pipeline, or a
+// single command): how many commands and how many decisions each carried;
+// it can edit a pipeline and hold the replies of the next round trip back.
 type pipelineHook struct {
-	mu    sync.Mutex
-	edit  func([]redis.Cmder) []redis.Cmder
-	hold  func() // called once, after the first pipeline of script calls ran
-	sizes []int
+	mu        sync.Mutex
+	edit      func([]redis.Cmder) []redis.Cmder
+	hold      func() // called once, after the next round trip of several calls or decisions ran
+	sizes     []int  // commands per round trip
+	decisions []int  // decide.lua decisions per round trip
+}
+
+// reset forgets the round trips seen so far (a warm-up's).
+func (h *pipelineHook) reset() {
+	h.mu.Lock()
+	h.sizes, h.decisions = nil, nil
+	h.mu.Unlock()
+}
+
+func isScriptCall(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
+
+// decisionsIn returns how many decisions cmd carries: decide.lua's first
+// argument after the keys, 0 for another script.
+func decisionsIn(cmd redis.Cmder) int {
+	a := cmd.Args()
+	if len(a) < 4 {
+		return 0
+	}
+	nkeys, ok := a[2].(int)
+	if !ok || fmt.Sprint(a[1]) != decideScript.Hash() && cmd.Name() == "evalsha" || len(a) <= 3+nkeys {
+		return 0
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(a[3+nkeys]))
+	return n
 }
 
 func (h *pipelineHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
 func (h *pipelineHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return next
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isScriptCall(cmd) {
+			return next(ctx, cmd)
+		}
+		n := decisionsIn(cmd)
+		h.mu.Lock()
+		var hold func()
+		if n > 1 { // a batch, not a lone call
+			hold, h.hold = h.hold, nil
+		}
+		h.sizes = append(h.sizes, 1)
+		h.decisions = append(h.decisions, n)
+		h.mu.Unlock()
+		err := next(ctx, cmd)
+		if hold != nil {
+			hold()
+		}
+		return err
+	}
 }
 
 func (h *pipelineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) == 0 || (cmds[0].Name() != "evalsha" && cmds[0].Name() != "eval") {
+		if len(cmds) == 0 || !isScriptCall(cmds[0]) {
 			return next(ctx, cmds)
 		}
 		h.mu.Lock()
@@ -135,6 +181,11 @@ func (h *pipelineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 			cmds = edit(cmds)
 		}
 		h.sizes = append(h.sizes, len(cmds))
+		n := 0
+		for _, c := range cmds {
+			n += decisionsIn(c)
+		}
+		h.decisions = append(h.decisions, n)
 		h.mu.Unlock()
 		err := next(ctx, cmds)
 		if hold != nil {
@@ -158,6 +209,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	if _, err := l.Allow(ctx, "warm-up"); err != nil { // the script is cached
 		t.Fatal(err)
 	}
+	hook.reset()
 	var flush *redis.StatusCmd
 	hook.edit = func(cmds []redis.Cmder) []redis.Cmder {
 		flush = redis.NewStatusCmd(ctx, "script", "flush")
@@ -171,10 +223,10 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	for i := range n {
 		key, _ := l.Key("id-" + strconv.Itoa(i))
 		keys = append(keys, key)
-		call := l.batchCall(ctx, key, 3)
-		calls = append(calls, &call)
+		calls = append(calls, &scriptCall{script: decideScript,
+			cmd: newDecideCmd(ctx, []*decision{l.decision(key, 3, modeSpend, nil)})})
 	}
-	l.pipelined(ctx, calls)
+	l.e.pipelined(ctx, calls)
 	if flush == nil || flush.Err() != nil {
 		t.Fatalf("SCRIPT FLUSH was not run inside the pipeline: %v", flush)
 	}
@@ -182,8 +234,10 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 		if call.err != nil {
 			t.Fatalf("call %d: %v", i, call.err)
 		}
-		res, err := l.decode(call.reply)
-		if err != nil || !res.Allowed || res.Remaining != 7 {
+		d := &decision{}
+		copy(d.reply[:], call.reply)
+		res, err := l.result(d)
+		if len(call.reply) != 5 || err != nil || !res.Allowed || res.Remaining != 7 {
 			t.Errorf("call %d: %+v %v, want allowed with 7 remaining", i, res, err)
 		}
 	}
@@ -197,12 +251,12 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	}
 	// Each identity was spent once: 10 - 3.
 	for i, key := range keys {
-		var lvl, last, per int64
+		var lvl, last, per, expiry int64
 		state, err := c.Get(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fmt.Sscanf(state, "%d:%d:%d", &lvl, &last, &per); err != nil || per == 0 {
+		if _, err := fmt.Sscanf(state, "%d:%d:%d:%d", &lvl, &last, &per, &expiry); err != nil || per == 0 {
 			t.Fatalf("bucket state %q: %v", state, err)
 		}
 		if lvl/per != 7 {
@@ -235,9 +289,9 @@ func TestPipelineScriptFlush(t *testing.T) {
 			outs <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == n })
+	waitFor(t, "all calls to queue", func() bool { return l.e.pipe.queued() == n })
 	srv.Resume()
-	for range n + l.pipe.maxConns {
+	for range n + l.e.pipe.maxConns {
 		var o outcome
 		select {
 		case o = <-outs:
@@ -247,7 +301,7 @@ func TestPipelineScriptFlush(t *testing.T) {
 			t.Errorf("after SCRIPT FLUSH: %+v %v", o.res, o.err)
 		}
 	}
-	ok, err := admin.ScriptExists(ctx, tokenBucketScript.Hash()).Result()
+	ok, err := admin.ScriptExists(ctx, decideScript.Hash()).Result()
 	if err != nil || !ok[0] {
 		t.Errorf("script not cached again: %v %v", ok, err)
 	}
@@ -279,7 +333,7 @@ func TestPipelineCancel(t *testing.T) {
 			outs <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == n+1 })
+	waitFor(t, "all calls to queue", func() bool { return l.e.pipe.queued() == n+1 })
 	cancel()
 	o := <-canceled // Redis is still paused: this returns by cancellation alone
 	var be *BackendError
@@ -289,7 +343,7 @@ func TestPipelineCancel(t *testing.T) {
 	if o.res.Allowed || o.res.Reason != ReasonCanceled {
 		t.Errorf("canceled call's result %+v, want a denial with ReasonCanceled, FailOpen notwithstanding", o.res)
 	}
-	if l.pipe.queued() != n+1 {
+	if l.e.pipe.queued() != n+1 {
 		t.Fatalf("the queue changed while Redis was paused")
 	}
 	srv.Resume()
@@ -298,7 +352,7 @@ func TestPipelineCancel(t *testing.T) {
 			t.Errorf("other call: %+v %v", o.res, o.err)
 		}
 	}
-	for range l.pipe.maxConns {
+	for range l.e.pipe.maxConns {
 		<-slots
 	}
 	key, _ := l.Key("canceled")
@@ -319,14 +373,14 @@ func TestPipelineCancel(t *testing.T) {
 		res, err := l.Allow(ctx2, "sent-then-canceled")
 		sent <- outcome{res, err}
 	}()
-	waitFor(t, "the call to queue", func() bool { return l.pipe.queued() == 1 })
+	waitFor(t, "the call to queue", func() bool { return l.e.pipe.queued() == 1 })
 	for i := range n {
 		go func() {
 			res, err := l.Allow(context.Background(), "later-"+strconv.Itoa(i))
 			outs <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == n+1 })
+	waitFor(t, "all calls to queue", func() bool { return l.e.pipe.queued() == n+1 })
 	srv.Resume()
 	<-entered // the pipeline ran on Redis; its replies are held
 	cancel2()
@@ -339,10 +393,10 @@ func TestPipelineCancel(t *testing.T) {
 			t.Errorf("call in the same pipeline: %+v %v", o.res, o.err)
 		}
 	}
-	for range l.pipe.maxConns {
+	for range l.e.pipe.maxConns {
 		<-slots
 	}
-	waitFor(t, "the slots to be free", func() bool { return l.pipe.inFlight() == 0 })
+	waitFor(t, "the slots to be free", func() bool { return l.e.pipe.inFlight() == 0 })
 	key, _ = l.Key("sent-then-canceled")
 	if n, err := c.Exists(context.Background(), key).Result(); err != nil || n != 1 {
 		t.Errorf("the call canceled after it was sent did not run (EXISTS = %d, %v)", n, err)
@@ -405,7 +459,7 @@ func TestPipelineTimeout(t *testing.T) {
 		t.Fatalf("%d of %d calls timed out", timeouts, n)
 	}
 	srv.Resume()
-	waitFor(t, "the flushers to end", func() bool { return l.pipe.inFlight() == 0 })
+	waitFor(t, "the flushers to end", func() bool { return l.e.pipe.inFlight() == 0 })
 }
 
 // TestPipelineFailStrategies stops Redis: concurrent calls on a FailOpen and
@@ -509,8 +563,8 @@ func TestPipelineConcurrentBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	bound := lim.Capacity() + int64(float64(lim.Rate)*after.Sub(before).Seconds()) + 1
-	flushes := limiters[0].pipe.flushN.Load() + limiters[1].pipe.flushN.Load()
-	piped := limiters[0].pipe.sentN.Load() + limiters[1].pipe.sentN.Load()
+	flushes := limiters[0].e.pipe.flushN.Load() + limiters[1].e.pipe.flushN.Load()
+	piped := limiters[0].e.pipe.sentN.Load() + limiters[1].e.pipe.sentN.Load()
 	t.Logf("allowed %d, denied %d, failed %d, bound %d over %v; %d calls, %d of them in %d pipelines (the others lone)",
 		allowed.Load(), denied.Load(), failed.Load(), bound, after.Sub(before), calls.Load(), piped, flushes)
 	if failed.Load() != 0 {
@@ -539,7 +593,7 @@ func TestPipelineGuardedClient(t *testing.T) {
 	if res, err := l.Allow(ctx, "u"); err != nil || !res.Allowed || res.Remaining != 9 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	if l.pipe.flushN.Load() != 1 {
+	if l.e.pipe.flushN.Load() != 1 {
 		t.Fatalf("a guarded call did not go through a flusher")
 	}
 	srv.Pause()
@@ -554,7 +608,7 @@ func TestPipelineGuardedClient(t *testing.T) {
 	if took >= time.Second { // the 2 s ReadTimeout would mean no guard
 		t.Fatalf("Allow took %v with a 50ms timeout", took)
 	}
-	waitFor(t, "the flusher to end", func() bool { return l.pipe.inFlight() == 0 })
+	waitFor(t, "the flusher to end", func() bool { return l.e.pipe.inFlight() == 0 })
 }
 
 // TestPipeliningOff: WithPipelining(false) sends every call on its own.
@@ -562,7 +616,7 @@ func TestPipeliningOff(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			l := mustNew(t, b.client, PerMinute(10), append(b.opts, WithPipelining(false))...)
-			if l.pipe != nil {
+			if l.e.pipe != nil {
 				t.Fatal("dispatcher present with pipelining off")
 			}
 			for i := range 3 {
@@ -607,10 +661,11 @@ func TestPipelineACLNoScript(t *testing.T) {
 	hook.mu.Lock()
 	sizes := append([]int(nil), hook.sizes...)
 	hook.mu.Unlock()
-	// All three failed with NOSCRIPT; the retry (one EVAL, two EVALSHA)
-	// succeeded without a third pass.
-	if len(sizes) != 2 || sizes[0] != 3 || sizes[1] != 3 {
-		t.Errorf("pipelines of %v, want [3 3]", sizes)
+	decisions := append([]int(nil), hook.decisions...)
+	// The three decisions went as one call, which failed with NOSCRIPT;
+	// its retry as EVAL succeeded without a third pass.
+	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != 1 || decisions[0] != 3 || decisions[1] != 3 {
+		t.Errorf("round trips of %v commands and %v decisions, want [1 1] and [3 3]", sizes, decisions)
 	}
 
 	if err := admin.ScriptFlush(ctx).Err(); err != nil {
@@ -625,14 +680,14 @@ func TestPipelineACLNoScript(t *testing.T) {
 			outs <- outcome{res, err}
 		}()
 	}
-	waitFor(t, "all calls to queue", func() bool { return l.pipe.queued() == 10 })
+	waitFor(t, "all calls to queue", func() bool { return l.e.pipe.queued() == 10 })
 	srv.Resume()
 	for range 10 {
 		if o := <-outs; o.err != nil || !o.res.Allowed || o.res.Remaining != 9 {
 			t.Errorf("queued call after SCRIPT FLUSH as the ACL user: %+v %v", o.res, o.err)
 		}
 	}
-	for range l.pipe.maxConns {
+	for range l.e.pipe.maxConns {
 		if o := <-slots; o.err != nil {
 			t.Errorf("slot call: %v", o.err)
 		}

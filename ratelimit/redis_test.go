@@ -209,7 +209,7 @@ func TestScriptFlush(t *testing.T) {
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := c.ScriptExists(ctx, tokenBucketScript.Hash()).Result(); ok[0] {
+	if ok, _ := c.ScriptExists(ctx, decideScript.Hash()).Result(); ok[0] {
 		t.Fatal("script still cached after SCRIPT FLUSH")
 	}
 	res, err := l.Allow(ctx, "u")
@@ -226,7 +226,7 @@ func TestGuardedTimeout(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 2 * time.Second})
 	t.Cleanup(func() { _ = c.Close() })
 	l := mustNew(t, c, PerMinute(10), WithTimeout(50*time.Millisecond), WithFailStrategy(FailClosed))
-	if l.direct {
+	if l.e.direct {
 		t.Fatal("a client without ContextTimeoutEnabled was taken as honouring deadlines")
 	}
 	ctx := context.Background()

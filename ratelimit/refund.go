@@ -56,28 +56,13 @@ func (l *Limiter) Refund(ctx context.Context, identity string, spent Result, amo
 	if !spent.spent() {
 		return Result{}, nil
 	}
-	refundKey, err := newRefundKey(key)
-	if err != nil {
-		return Result{}, err
-	}
-	publish := l.bus.Enabled()
-	var start time.Time
-	if publish {
-		start = time.Now()
-	}
-	keys := append(l.scriptKeys(key), refundKey)
-	reply, berr := l.exec(ctx, l.script, keys, l.argA, l.argB, l.argC, amount, modeRefund, l.nowArg(),
-		spent.Time.UnixMicro(), l.refundMemoryMS())
-	var res Result
-	if berr == nil {
-		res, berr = l.decode(reply)
-	}
+	start := l.e.startTimer()
+	res, berr := l.run(ctx, l.decision(key, amount, modeRefund,
+		&refundArgs{key: newRefundKey(key), spentAt: spent.Time.UnixMicro(), keepMS: l.e.refundMemoryMS()}))
 	if berr != nil {
 		res = Result{}
 	}
-	if publish {
-		l.publishRefund(ctx, l.cfg.algorithm, key, amount, res, start, berr)
-	}
+	l.e.publishRefund(ctx, l.alg, key, amount, start, res, berr)
 	if berr != nil {
 		return Result{}, berr
 	}
@@ -90,19 +75,15 @@ func (l *Limiter) Refund(ctx context.Context, identity string, spent Result, amo
 // resend can take (go-redis resends within the call's context, which the
 // backend timeout bounds), and short enough that the ids of a busy service
 // take little memory.
-func (l *Limiter) refundMemoryMS() int64 {
-	return max(time.Minute, 10*l.cfg.timeout).Milliseconds()
+func (e *engine) refundMemoryMS() int64 {
+	return max(time.Minute, 10*e.cfg.timeout).Milliseconds()
 }
 
 // newRefundKey returns the key that makes one refund of key exactly-once:
 // key + ":refund:" + 128 random bits in hex. It shares key's hash tag, so
 // its Cluster slot.
-func newRefundKey(key string) (string, error) {
-	id, err := newLeaseID()
-	if err != nil {
-		return "", fmt.Errorf("ratelimit: refund id: %w", err)
-	}
-	return key + refundSuffix + id, nil
+func newRefundKey(key string) string {
+	return key + refundSuffix + newID()
 }
 
 const refundSuffix = ":refund:"
@@ -141,19 +122,4 @@ type RefundEvent struct {
 type RefundSubscriber interface {
 	Subscriber
 	OnRefundEvent(ctx context.Context, r RefundEvent)
-}
-
-// publishRefund sends one refund to the bus; start is when its Redis call
-// began.
-func (l *Limiter) publishRefund(ctx context.Context, alg Algorithm, key string, amount int64, res Result, start time.Time, err *BackendError) {
-	r := RefundEvent{
-		Namespace:  l.cfg.namespace,
-		Algorithm:  alg,
-		Key:        key,
-		Amount:     amount,
-		Result:     res,
-		ServerAddr: l.server,
-	}
-	r.Start, r.Duration, r.Err = callTiming(start, err)
-	l.bus.PublishRefund(ctx, r)
 }

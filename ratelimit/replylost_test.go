@@ -198,7 +198,7 @@ func TestAcquireResent(t *testing.T) {
 			keys := []string{"r:{x}", "r:{x}:meta"}
 			acquire := func(id string, weight int64) []int64 {
 				t.Helper()
-				reply, err := concurrencyScript.Run(ctx, b.client, keys, 4, 10_000_000, id, weight, opAcquire, 0).Int64Slice()
+				reply, err := concurrencyScript.Run(ctx, b.client, keys, 4, 10_000_000, id, weight, int64(opAcquire), 0).Int64Slice()
 				if err != nil {
 					t.Fatalf("acquire %s: %v", id, err)
 				}

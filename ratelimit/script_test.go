@@ -45,7 +45,7 @@ func snapshot(t *testing.T, c redis.UniversalClient) map[string]string {
 func TestHostileArguments(t *testing.T) {
 	type script struct {
 		name string
-		s    *redis.Script
+		s    scriptRunner
 		keys []string
 		good []any
 		// bad are whole argument lists that are wrong as a whole.
@@ -82,16 +82,17 @@ func TestHostileArguments(t *testing.T) {
 			{4, 10000000, "ab12", 0, 1, 0}, // acquire of weight 0
 			{4, 10000000, "ab12", 1, 4, 0}, // unknown op
 		}},
-		{"multi", multiScript, []string{"a:{x}", "b:{x}"}, []any{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0, 1}, [][]any{
-			{1, 1, 0, 0, 1, 6000000, 10, 1},                         // count differs from #KEYS
-			{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0},     // a missing cost
-			{2, 1, 0, 2, 10, 60000000, 0, 1, 3, 10, 60000000, 0, 1}, // sliding log is not available
-			{2, 1, 0, 0, 1, 6000000, 10, 11, 3, 10, 60000000, 0, 1}, // cost above burst
-			{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0, 11}, // cost above quota
-			{2, 1, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 5, 1},  // fixed window ARGV c must be 0
-			{2, 3, 0, 0, 1, 6000000, 10, 1, 3, 10, 60000000, 0, 1},  // unknown mode
-			{2, 1, 0, 0, 1, 6000000, 0, 0, 3, 10, 60000000, 0, 1},   // token bucket burst 0
-			{2, 1, 0, 1, 10, 60000000, 0, 1, 3, 10, 60000000, 0, 1}, // sliding window tick 0
+		{"multi", multiScript, []string{"a:{x}", "b:{x}"}, []any{2, 1, 0, 1, 1, 6000000, 10, 1, 4, 10, 60000000, 0, 1}, [][]any{
+			{1, 1, 0, 1, 1, 6000000, 10, 1},                         // count differs from #KEYS
+			{2, 1, 0, 1, 1, 6000000, 10, 1, 4, 10, 60000000, 0},     // a missing cost
+			{2, 1, 0, 3, 10, 60000000, 0, 1, 4, 10, 60000000, 0, 1}, // sliding log is not available
+			{2, 1, 0, 1, 1, 6000000, 10, 11, 4, 10, 60000000, 0, 1}, // cost above burst
+			{2, 1, 0, 1, 1, 6000000, 10, 1, 4, 10, 60000000, 0, 11}, // cost above quota
+			{2, 1, 0, 1, 1, 6000000, 10, 1, 4, 10, 60000000, 5, 1},  // fixed window ARGV c must be 0
+			{2, 3, 0, 1, 1, 6000000, 10, 1, 4, 10, 60000000, 0, 1},  // unknown mode
+			{2, 1, 0, 1, 1, 6000000, 0, 0, 4, 10, 60000000, 0, 1},   // token bucket burst 0
+			{2, 1, 0, 2, 10, 60000000, 0, 1, 4, 10, 60000000, 0, 1}, // sliding window tick 0
+			{2, 1, 0, 0, 1, 6000000, 10, 1, 4, 10, 60000000, 0, 1},  // algorithm 0 is none
 		}},
 	}
 	for _, b := range backends(t) {

@@ -236,9 +236,8 @@ func TestRealTimeRefill(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	b := miniBackend(t)
 	ctx := context.Background()
-	l := mustNew(t, b.client, PerSecond(10))
 	rec := &recorder{}
-	l.Subscribe(rec)
+	l := mustNew(t, b.client, PerSecond(10), WithSubscribers(rec))
 	cases := []badCase{
 		{"negative cost", func() error { _, err := l.AllowN(ctx, "u", -1); return err }, ErrInvalidCost},
 		{"cost above burst", func() error { _, err := l.AllowN(ctx, "u", 11); return err }, ErrInvalidCost},

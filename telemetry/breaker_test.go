@@ -51,10 +51,10 @@ var (
 func TestSlogBreaker(t *testing.T) {
 	var buf bytes.Buffer
 	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	bus := ratelimit.NewBus()
-	bus.Subscribe(sub)
-	bus.PublishBreakerChange(context.Background(), opened)
-	bus.PublishBreakerChange(context.Background(), closedAgain)
+	var bus replay
+	bus = append(bus, sub)
+	bus.breaker(context.Background(), opened)
+	bus.breaker(context.Background(), closedAgain)
 	lines := decodeLines(t, &buf)
 	if len(lines) != 2 {
 		t.Fatalf("%d lines: %s", len(lines), buf.String())
@@ -83,17 +83,17 @@ func TestWrappersForwardBreakerChanges(t *testing.T) {
 	plain := ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) {})
 	var fan, filtered, recovered, async changes
 	a := Async(&async, 8)
-	bus := ratelimit.NewBus()
-	bus.Subscribe(Fanout(plain, &fan, nil))
-	bus.Subscribe(Filter(func(ratelimit.Event) bool { return false }, &filtered))
-	bus.Subscribe(Recover(&recovered, nil))
-	bus.Subscribe(Recover(panicking{}, nil))
-	bus.Subscribe(a)
+	var bus replay
+	bus = append(bus, Fanout(plain, &fan, nil))
+	bus = append(bus, Filter(func(ratelimit.Event) bool { return false }, &filtered))
+	bus = append(bus, Recover(&recovered, nil))
+	bus = append(bus, Recover(panicking{}, nil))
+	bus = append(bus, a)
 	plainAsync := Async(plain, 1) // not a BreakerSubscriber: nothing queued
-	bus.Subscribe(plainAsync)
-	bus.PublishBreakerChange(ctx, opened)
-	bus.PublishRefund(ctx, ratelimit.RefundEvent{Namespace: "api", Amount: 7})
-	bus.PublishBreakerChange(ctx, closedAgain)
+	bus = append(bus, plainAsync)
+	bus.breaker(ctx, opened)
+	bus.refund(ctx, ratelimit.RefundEvent{Namespace: "api", Amount: 7})
+	bus.breaker(ctx, closedAgain)
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -116,16 +116,16 @@ func TestWrappersForwardBreakerChanges(t *testing.T) {
 func TestSlogRefund(t *testing.T) {
 	var buf bytes.Buffer
 	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	bus := ratelimit.NewBus()
-	bus.Subscribe(sub)
+	var bus replay
+	bus = append(bus, sub)
 	ctx := context.Background()
 	ok := ratelimit.RefundEvent{Namespace: "llm", Algorithm: ratelimit.TokenBucket, Key: "rl:token_bucket:{ab}", Amount: 300,
 		Result: ratelimit.Result{Allowed: true, Remaining: 900}}
 	failed := ratelimit.RefundEvent{Namespace: "llm", Algorithm: ratelimit.TokenBucket, Key: "rl:token_bucket:{ab}", Amount: 300,
 		Err: &ratelimit.BackendError{Type: ratelimit.ErrorConnection, Err: errors.New("connection refused")}}
-	bus.PublishRefund(ctx, ok)
-	bus.PublishRefund(ctx, failed)
-	bus.PublishRefund(ctx, failed) // within the error interval: suppressed
+	bus.refund(ctx, ok)
+	bus.refund(ctx, failed)
+	bus.refund(ctx, failed) // within the error interval: suppressed
 	lines := decodeLines(t, &buf)
 	if len(lines) != 2 {
 		t.Fatalf("%d lines: %s", len(lines), buf.String())
@@ -167,5 +167,26 @@ func TestNilWrapped(t *testing.T) {
 	Filter(nil, ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) { got++ })).OnDecision(ctx, e)
 	if got != 1 {
 		t.Errorf("Filter with a nil keep passed %d events, want 1", got)
+	}
+}
+
+// replay delivers breaker changes and refunds to subscribers as a limiter's
+// bus does: to those that implement BreakerSubscriber or RefundSubscriber,
+// in order.
+type replay []ratelimit.Subscriber
+
+func (r replay) breaker(ctx context.Context, c ratelimit.BreakerChange) {
+	for _, s := range r {
+		if b, ok := s.(ratelimit.BreakerSubscriber); ok {
+			b.OnBreakerChange(ctx, c)
+		}
+	}
+}
+
+func (r replay) refund(ctx context.Context, e ratelimit.RefundEvent) {
+	for _, s := range r {
+		if b, ok := s.(ratelimit.RefundSubscriber); ok {
+			b.OnRefundEvent(ctx, e)
+		}
 	}
 }

@@ -257,7 +257,7 @@ func checkServer(t *testing.T, s *server) {
 func TestServerEmbeddedRedis(t *testing.T) {
 	s, out := startTest(t, testConfig(t))
 	checkServer(t, s)
-	for _, want := range []string{"embedded miniredis", "curl -i " + s.url + "/api/hello", "X-API-Key: alice", "identity HMAC key: generated"} {
+	for _, want := range []string{"embedded miniredis", "curl -i " + s.url + "/api/hello", "X-API-Key: alice", "identities hashed: plain SHA-256: set RATELIMIT_IDENTITY_KEY"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}

@@ -19,8 +19,8 @@ import (
 // caused them.
 func TestBreakerChange(t *testing.T) {
 	h := newHarness(t)
-	bus := ratelimit.NewBus()
-	bus.Subscribe(h.sub)
+	var bus replay
+	bus = append(bus, h.sub)
 	ctx, span := h.tp.Tracer("test").Start(context.Background(), "request")
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	be := &ratelimit.BackendError{Type: ratelimit.ErrorTimeout, Err: context.DeadlineExceeded}
@@ -32,7 +32,7 @@ func TestBreakerChange(t *testing.T) {
 		{From: ratelimit.BreakerHalfOpen, To: ratelimit.BreakerClosed},
 	} {
 		c.Namespace, c.Algorithm, c.At = "api", ratelimit.Concurrency, at
-		bus.PublishBreakerChange(ctx, c)
+		bus.breaker(ctx, c)
 	}
 	span.End()
 
@@ -107,5 +107,26 @@ func TestCircuitOpenSpan(t *testing.T) {
 	}
 	if checked != 2 {
 		t.Fatalf("%d decision spans, want 2", checked)
+	}
+}
+
+// replay delivers breaker changes and refunds to subscribers as a limiter's
+// bus does: to those that implement BreakerSubscriber or RefundSubscriber,
+// in order.
+type replay []ratelimit.Subscriber
+
+func (r replay) breaker(ctx context.Context, c ratelimit.BreakerChange) {
+	for _, s := range r {
+		if b, ok := s.(ratelimit.BreakerSubscriber); ok {
+			b.OnBreakerChange(ctx, c)
+		}
+	}
+}
+
+func (r replay) refund(ctx context.Context, e ratelimit.RefundEvent) {
+	for _, s := range r {
+		if b, ok := s.(ratelimit.RefundSubscriber); ok {
+			b.OnRefundEvent(ctx, e)
+		}
 	}
 }

@@ -20,8 +20,8 @@ import (
 // counted as decisions and get no span of their own.
 func TestRefundEvent(t *testing.T) {
 	h := newHarness(t)
-	bus := ratelimit.NewBus()
-	bus.Subscribe(h.sub)
+	var bus replay
+	bus = append(bus, h.sub)
 	ctx, span := h.tp.Tracer("test").Start(context.Background(), "request")
 	for _, r := range []ratelimit.RefundEvent{
 		{Amount: 300, Result: ratelimit.Result{Allowed: true, Remaining: 900}},
@@ -29,7 +29,7 @@ func TestRefundEvent(t *testing.T) {
 		{Amount: 50, Err: &ratelimit.BackendError{Type: ratelimit.ErrorConnection, Err: errors.New("refused")}},
 	} {
 		r.Namespace, r.Algorithm = "llm", ratelimit.TokenBucket
-		bus.PublishRefund(ctx, r)
+		bus.refund(ctx, r)
 	}
 	span.End()
 

@@ -100,8 +100,16 @@ func TestScriptedDecisions(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
 
-	api, _ := newLimiter(t, ratelimit.PerSecond(10).WithBurst(3), ratelimit.WithNamespace("api"), ratelimit.WithSubscribers(m))
+	// Drops, through a real Async: after Close every event is dropped.
 	ctx := context.Background()
+	async := telemetry.Async(ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) {}), 1,
+		telemetry.WithDropped(m.Dropped("slog")))
+	if err := async.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bus := ratelimit.NewBus()
+	bus.Subscribe(m)
+	api, _ := newLimiter(t, ratelimit.PerSecond(10).WithBurst(3), ratelimit.WithNamespace("api"), ratelimit.WithBus(bus))
 	const id = "alice@example.com"
 	want := []bool{true, true, false, true, false} // costs 1, 2, 1, 0, 3 on a burst of 3
 	for i, cost := range []int64{1, 2, 1, 0, 3} {
@@ -135,13 +143,8 @@ func TestScriptedDecisions(t *testing.T) {
 		Err: &ratelimit.BackendError{Type: ratelimit.ErrorTimeout, Err: context.DeadlineExceeded},
 	})
 
-	// Drops, through a real Async: after Close every event is dropped.
-	async := telemetry.Async(ratelimit.SubscriberFunc(func(context.Context, ratelimit.Event) {}), 1,
-		telemetry.WithDropped(m.Dropped("slog")))
-	if err := async.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	api.Subscribe(async)
+	unsubscribe := bus.Subscribe(async)
+	defer unsubscribe()
 	if _, err := api.Allow(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
