@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
 )
 
