@@ -38,22 +38,22 @@ function TB.capacity(rate, per, burst) return burst end
 function TB.load(keys, k, rate, per, burst, now)
   local cap = burst * per
   local st = {key = keys[k], rate = rate, per = per, cap = cap, level = cap, now = now, stale = false}
-  local raw = redis.call('GET', st.key)
+  local raw = call('GET', st.key)
   if not raw then return st end
-  local a, b, c, d = string.match(raw, '^(%d+):(%d+):(%d+):?(%d*)$')
+  local a, b, c, d = match(raw, '^(%d+):(%d+):(%d+):?(%d*)$')
   local level, last, p = tonumber(a), tonumber(b), tonumber(c)
   if not (level and last and p and p >= 1) then return st end
   if p ~= per then
     -- The limit changed since this state was written: keep the tokens.
     -- This is the only place a division may round.
-    level = math.floor(level / p * per)
+    level = floor(level / p * per)
   end
   if level > cap then level = cap end
   if level < 0 then level = 0 end
   if now > last then
     -- Cap the elapsed time at what refills the bucket, so that elapsed *
     -- rate cannot leave the exact range of a double.
-    if now - last >= math.ceil((cap - level) / rate) then
+    if now - last >= ceil((cap - level) / rate) then
       level = cap
     else
       level = level + (now - last) * rate
@@ -70,26 +70,26 @@ function TB.fits(st, cost) return st.level >= cost * st.per end
 function TB.spend(st, cost) st.level = st.level - cost * st.per end
 function TB.refund(st, cost)
   if st.level >= st.cap then return false end
-  st.level = math.min(st.cap, st.level + cost * st.per)
+  st.level = min(st.cap, st.level + cost * st.per)
   return true
 end
 function TB.write(st)
   -- A full bucket is the same as no state at all.
   if st.level >= st.cap then
-    redis.call('DEL', st.key)
+    call('DEL', st.key)
     return
   end
-  local ms = math.max(1, math.ceil((st.cap - st.level) / st.rate / 1000))
-  redis.call('SET', st.key, string.format('%d:%d:%d:%d', st.level, st.now, st.per, st.now + ms * 1000), 'PX', ms)
+  local ms = max(1, ceil((st.cap - st.level) / st.rate / 1000))
+  call('SET', st.key, format('%d:%d:%d:%d', st.level, st.now, st.per, st.now + ms * 1000), 'PX', ms)
 end
 function TB.report(st, cost, fits)
   local retry = 0
-  if not fits then retry = math.ceil((cost * st.per - st.level) / st.rate) end
-  return math.floor(st.level / st.per), retry, math.ceil((st.cap - st.level) / st.rate)
+  if not fits then retry = ceil((cost * st.per - st.level) / st.rate) end
+  return floor(st.level / st.per), retry, ceil((st.cap - st.level) / st.rate)
 end
 
 -- is_int reports whether v is a whole number (a field read back from a hash).
-local function is_int(v) return v ~= nil and v == math.floor(v) end
+local function is_int(v) return v ~= nil and v == floor(v) end
 
 -- Sliding window: a = quota, b = window in ticks, c = tick (µs; 1 unless the
 -- window is so long that quota * ticks could pass 2^53). The counter
@@ -105,7 +105,7 @@ function SW.capacity(quota) return quota end
 function SW.load(keys, k, quota, ticks, tick, now)
   local window = ticks * tick
   local st = {key = keys[k], quota = quota, ticks = ticks, tick = tick, window = window, cur = 0, prev = 0, stale = false}
-  local h = redis.call('HMGET', st.key, 's', 'c', 'q', 'p')
+  local h = call('HMGET', st.key, 's', 'c', 'q', 'p')
   local s, c, q, p = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
   local valid = is_int(s) and is_int(c) and is_int(q) and is_int(p) and p >= 1 and c >= 0 and q >= 0
   -- TIME went backwards: count in the window already written.
@@ -119,9 +119,9 @@ function SW.load(keys, k, quota, ticks, tick, now)
       -- product may leave the exact range; it is rounded up.
       local ostart = now - now % p
       if s == ostart then
-        st.cur = math.ceil(q * (p - (now - s)) / p) + c
+        st.cur = ceil(q * (p - (now - s)) / p) + c
       elseif s == ostart - p then
-        st.cur = math.ceil(c * (p - (now - ostart)) / p)
+        st.cur = ceil(c * (p - (now - ostart)) / p)
       end
       st.stale = st.cur > 0
     elseif s == start then
@@ -132,38 +132,38 @@ function SW.load(keys, k, quota, ticks, tick, now)
   end
   -- After a lower quota (a downgrade) more may have been spent than the
   -- new quota: count it as the whole quota, which keeps products exact.
-  st.cur, st.prev = math.min(st.cur, quota), math.min(st.prev, quota)
-  st.now, st.start, st.elapsed = now, start, math.floor((now - start) / tick)
+  st.cur, st.prev = min(st.cur, quota), min(st.prev, quota)
+  st.now, st.start, st.elapsed = now, start, floor((now - start) / tick)
   return st
 end
 -- weighted is the previous window's count as it weighs now.
-local function weighted(st) return math.ceil(st.prev * (st.ticks - st.elapsed) / st.ticks) end
+local function weighted(st) return ceil(st.prev * (st.ticks - st.elapsed) / st.ticks) end
 function SW.fits(st, cost) return weighted(st) + st.cur + cost <= st.quota end
 function SW.spend(st, cost) st.cur = st.cur + cost end
 function SW.refund(st, cost, at)
   -- Back to the window the spend was counted in, if it is still counted.
   if at >= st.start and at < st.start + st.window and st.cur > 0 then
-    st.cur = math.max(st.cur - cost, 0)
+    st.cur = max(st.cur - cost, 0)
     return true
   elseif at >= st.start - st.window and at < st.start and st.prev > 0 then
-    st.prev = math.max(st.prev - cost, 0)
+    st.prev = max(st.prev - cost, 0)
     return true
   end
   return false
 end
 function SW.write(st)
   if st.cur + st.prev == 0 then
-    redis.call('DEL', st.key)
+    call('DEL', st.key)
     return
   end
-  redis.call('HSET', st.key, 's', st.start, 'c', st.cur, 'q', st.prev, 'p', st.window)
-  redis.call('PEXPIRE', st.key, math.ceil((st.start + 2 * st.window - st.now) / 1000))
+  call('HSET', st.key, 's', st.start, 'c', st.cur, 'q', st.prev, 'p', st.window)
+  call('PEXPIRE', st.key, ceil((st.start + 2 * st.window - st.now) / 1000))
 end
 -- first_tick returns the first tick of a window at which n, weighted,
 -- leaves room (>= 0): ticks when only the next window will do.
 local function first_tick(st, n, room)
   if n == 0 then return 0 end
-  local k = math.floor(room * st.ticks / n)
+  local k = floor(room * st.ticks / n)
   if k >= st.ticks then return 0 end
   return st.ticks - k
 end
@@ -187,7 +187,7 @@ function SW.report(st, cost, fits)
   elseif estimate > 0 then
     reset = st.start + st.window - st.now
   end
-  return math.max(st.quota - estimate, 0), retry, reset
+  return max(st.quota - estimate, 0), retry, reset
 end
 
 -- Fixed window: a = quota, b = window (µs), c = 0. Windows are aligned to
@@ -200,7 +200,7 @@ function FW.check(quota, window, zero) return zero == 0 and window <= MAX / 4 en
 FW.capacity = SW.capacity
 function FW.load(keys, k, quota, window, zero, now)
   local st = {key = keys[k], quota = quota, window = window, spent = 0, stale = false}
-  local h = redis.call('HMGET', st.key, 's', 'p', 'c')
+  local h = call('HMGET', st.key, 's', 'p', 'c')
   local s, p, c = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
   local valid = is_int(s) and is_int(p) and is_int(c) and p >= 1 and c >= 0
   if valid and s > now then now = s end
@@ -222,16 +222,16 @@ function FW.refund(st, cost, at)
   -- Only a spend counted in the stored window comes back: one of an
   -- earlier window is forgotten already.
   if st.spent == 0 or at < st.s or at >= st.s + st.p then return false end
-  st.spent = math.max(st.spent - cost, 0)
+  st.spent = max(st.spent - cost, 0)
   return true
 end
 function FW.write(st)
   if st.spent == 0 then
-    redis.call('DEL', st.key)
+    call('DEL', st.key)
     return
   end
-  redis.call('HSET', st.key, 's', st.start, 'p', st.window, 'c', st.spent)
-  redis.call('PEXPIRE', st.key, math.ceil((st.start + st.window - st.now) / 1000))
+  call('HSET', st.key, 's', st.start, 'p', st.window, 'c', st.spent)
+  call('PEXPIRE', st.key, ceil((st.start + st.window - st.now) / 1000))
 end
 function FW.report(st, cost, fits)
   local until_end = st.start + st.window - st.now
@@ -239,7 +239,7 @@ function FW.report(st, cost, fits)
   -- The next window starts empty, and cost <= quota always fits it.
   if not fits then retry = until_end end
   if st.spent > 0 then reset = until_end end
-  return math.max(st.quota - st.spent, 0), retry, reset
+  return max(st.quota - st.spent, 0), retry, reset
 end
 
 -- Sliding log: a = quota, b = window (µs), c = 0. Every allowed spend is
@@ -252,28 +252,28 @@ local SL = {}
 SL.check, SL.capacity = FW.check, SW.capacity
 -- parse returns the seq and cost of a log member, 0, 0 for a foreign one.
 local function parse(m)
-  local seq, c = string.match(m, '^(%d+):(%d+)$')
+  local seq, c = match(m, '^(%d+):(%d+)$')
   if not seq then return 0, 0 end
   return tonumber(seq), tonumber(c)
 end
 function SL.load(keys, k, quota, window, zero, now, mode)
   local st = {log = keys[k], meta = keys[k + 1], quota = quota, window = window, stale = false, newest = 0}
-  local m = redis.call('HMGET', st.meta, 'n', 's', 'w')
+  local m = call('HMGET', st.meta, 'n', 's', 'w')
   local n, seq = tonumber(m[1]), tonumber(m[2])
-  local entries = redis.call('ZCARD', st.log)
+  local entries = call('ZCARD', st.log)
   if entries == 0 then
     n, seq = 0, seq or 0
   elseif not (n and seq) then
     -- The summary is gone but the log is not (the two expired apart):
     -- rebuild it, once, from the log.
     n, seq = 0, 0
-    for _, e in ipairs(redis.call('ZRANGE', st.log, 0, -1)) do
+    for _, e in ipairs(call('ZRANGE', st.log, 0, -1)) do
       local sq, c = parse(e)
-      n, seq = n + c, math.max(seq, sq)
+      n, seq = n + c, max(seq, sq)
     end
   end
   if entries > 0 then
-    st.newest = tonumber(redis.call('ZRANGE', st.log, -1, -1, 'WITHSCORES')[2])
+    st.newest = tonumber(call('ZRANGE', st.log, -1, -1, 'WITHSCORES')[2])
     -- TIME went backwards: treat the newest entry's time as now.
     if st.newest > now then now = st.newest end
     -- The TTLs were set for another window (the limit changed).
@@ -282,22 +282,22 @@ function SL.load(keys, k, quota, window, zero, now, mode)
   -- Entries at or before now - window no longer count; a call other than
   -- a Peek drops them.
   local cutoff = now - window
-  local expired = redis.call('ZRANGEBYSCORE', st.log, '-inf', cutoff)
+  local expired = call('ZRANGEBYSCORE', st.log, '-inf', cutoff)
   for _, e in ipairs(expired) do
     local _, c = parse(e)
     n = n - c
   end
   if #expired > 0 and mode ~= 0 then
-    redis.call('ZREMRANGEBYSCORE', st.log, '-inf', cutoff)
+    call('ZREMRANGEBYSCORE', st.log, '-inf', cutoff)
     st.stale = true
   end
-  st.n, st.seq, st.now, st.cutoff = math.max(n, 0), seq, now, cutoff
+  st.n, st.seq, st.now, st.cutoff = max(n, 0), seq, now, cutoff
   return st
 end
 function SL.fits(st, cost) return st.n + cost <= st.quota end
 function SL.spend(st, cost)
   st.seq = st.seq + 1
-  redis.call('ZADD', st.log, st.now, string.format('%d:%d', st.seq, cost))
+  call('ZADD', st.log, st.now, format('%d:%d', st.seq, cost))
   st.n, st.newest = st.n + cost, st.now
 end
 function SL.refund(st, cost, at)
@@ -305,25 +305,25 @@ function SL.refund(st, cost, at)
   -- The entries of the refunded spend: those logged at its time (several
   -- calls may share a microsecond; the newest first). Each step removes or
   -- shrinks one entry.
-  local at_entries = redis.call('ZRANGEBYSCORE', st.log, at, at)
+  local at_entries = call('ZRANGEBYSCORE', st.log, at, at)
   table.sort(at_entries, function(x, y) return parse(x) > parse(y) end)
   local back, changed = cost, false
   for _, e in ipairs(at_entries) do
     if back == 0 then break end
     local _, c = parse(e)
-    redis.call('ZREM', st.log, e)
+    call('ZREM', st.log, e)
     if c <= back then
       back, st.n = back - c, st.n - c
     else
       st.seq = st.seq + 1
-      redis.call('ZADD', st.log, at, string.format('%d:%d', st.seq, c - back))
+      call('ZADD', st.log, at, format('%d:%d', st.seq, c - back))
       st.n, back = st.n - back, 0
     end
     changed = true
   end
   if changed then
-    st.n = math.max(st.n, 0)
-    local top = redis.call('ZRANGE', st.log, -1, -1, 'WITHSCORES')
+    st.n = max(st.n, 0)
+    local top = call('ZRANGE', st.log, -1, -1, 'WITHSCORES')
     st.newest = tonumber(top[2]) or 0
   end
   return changed
@@ -331,13 +331,13 @@ end
 function SL.write(st)
   if st.n <= 0 or st.newest == 0 then
     st.n, st.newest = 0, 0
-    redis.call('DEL', st.log, st.meta)
+    call('DEL', st.log, st.meta)
     return
   end
-  local ttl = math.ceil((st.newest + st.window - st.now) / 1000)
-  redis.call('HSET', st.meta, 'n', st.n, 's', st.seq, 'w', st.window)
-  redis.call('PEXPIRE', st.log, ttl)
-  redis.call('PEXPIRE', st.meta, ttl)
+  local ttl = ceil((st.newest + st.window - st.now) / 1000)
+  call('HSET', st.meta, 'n', st.n, 's', st.seq, 'w', st.window)
+  call('PEXPIRE', st.log, ttl)
+  call('PEXPIRE', st.meta, ttl)
 end
 function SL.report(st, cost, fits)
   local retry = 0
@@ -347,7 +347,7 @@ function SL.report(st, cost, fits)
     -- Peek has not dropped expired entries: skip them. string.format, not
     -- tostring, which would print a µs time with 14 significant digits.)
     local need, freed = st.n + cost - st.quota, 0
-    local oldest = redis.call('ZRANGEBYSCORE', st.log, string.format('(%d', st.cutoff), '+inf',
+    local oldest = call('ZRANGEBYSCORE', st.log, format('(%d', st.cutoff), '+inf',
       'WITHSCORES', 'LIMIT', 0, need)
     for i = 1, #oldest, 2 do
       local _, c = parse(oldest[i])
@@ -361,7 +361,7 @@ function SL.report(st, cost, fits)
   end
   local reset = 0
   if st.n > 0 and st.newest > 0 then reset = st.newest + st.window - st.now end
-  return math.max(st.quota - st.n, 0), retry, reset
+  return max(st.quota - st.n, 0), retry, reset
 end
 
 -- ALGORITHMS maps the ids the Go side sends (pinned in algorithm.go, never
