@@ -186,7 +186,10 @@ func TestChargerBadInput(t *testing.T) {
 			_, err := c.AllowAll(ctx, with(func(c *Charge) { c.Algorithm, c.Limit = FixedWindow, PerSecond(5).WithBurst(9) }))
 			return err
 		}, ErrInvalidLimit},
-		{"sliding log", func() error { _, err := c.AllowAll(ctx, with(func(c *Charge) { c.Algorithm = SlidingLog })); return err }, ErrInvalidLimit},
+		{"sliding log", func() error {
+			_, err := c.AllowAll(ctx, with(func(c *Charge) { c.Algorithm = SlidingLog }))
+			return err
+		}, ErrInvalidLimit},
 		{"negative cost", func() error { _, err := c.AllowAll(ctx, with(func(c *Charge) { c.Cost = -1 })); return err }, ErrInvalidCost},
 		{"cost above burst", func() error { _, err := c.AllowAll(ctx, with(func(c *Charge) { c.Cost = 6 })); return err }, ErrInvalidCost},
 		{"bad name", func() error { _, err := c.AllowAll(ctx, with(func(c *Charge) { c.Name = "a b" })); return err }, ErrInvalidLimit},
