@@ -518,7 +518,7 @@ func (p *parser) rule(d *Domain, n *yaml.Node, where string) *Rule {
 			p.errorf(v, where+".quota_unit", "want a short word such as requests or content-bytes")
 		}
 	}
-	if !r.Unlimited && r.RequestsPerUnit > 0 && unit != "" {
+	if _, known := unitDuration[unit]; known && !r.Unlimited && r.RequestsPerUnit > 0 {
 		if err := r.Algorithm.Validate(r.Limit()); err != nil {
 			p.errorf(n, where, "%v", err)
 		}
