@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
