@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,7 +170,7 @@ func TestChargerBadInput(t *testing.T) {
 	c := mustNewCharger(t, b.client, append(b.opts, WithSubscribers(rec))...)
 	ctx := context.Background()
 	ok := Charge{Identity: "a", Limit: PerSecond(5), Cost: 1}
-	many := make([]Charge, MaxCharges+1)
+	many := make([]Charge, MaxQuotas+1)
 	for i := range many {
 		many[i] = ok
 		many[i].Identity = strconv.Itoa(i)
@@ -206,8 +205,23 @@ func TestChargerBadInput(t *testing.T) {
 	if _, err := NewCharger(nil); !errors.Is(err, ErrNilClient) {
 		t.Fatalf("nil client: %v", err)
 	}
-	if _, err := NewChargerMode(b.client, SlotMode(9)); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("bad slot mode: %v", err)
+	// WithStrictSlots is the Charger's alone.
+	if _, err := New(b.client, PerSecond(1), WithStrictSlots()); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("New with WithStrictSlots: %v", err)
+	}
+	if _, err := NewMulti(b.client, []Quota{{Name: "q", Limit: PerSecond(1)}}, WithStrictSlots()); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("NewMulti with WithStrictSlots: %v", err)
+	}
+	if _, err := NewConcurrency(b.client, 1, WithStrictSlots()); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("NewConcurrency with WithStrictSlots: %v", err)
+	}
+	if _, err := NewCharger(b.client, WithStrictSlots(), WithLeaseTTL(time.Second)); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("NewCharger with WithLeaseTTL: %v", err)
+	}
+	// Off a Cluster, a strict Charger takes calls of several identities.
+	strict := mustNewCharger(t, b.client, append(b.opts, WithStrictSlots())...)
+	if res, err := strict.AllowAll(ctx, ok, with(func(c *Charge) { c.Identity = "b" })); err != nil || !res.Allowed {
+		t.Fatalf("strict on a single Redis: %+v, %v", res, err)
 	}
 }
 
@@ -225,7 +239,12 @@ func TestChargerFailStrategy(t *testing.T) {
 		if !errors.Is(err, ErrBackend) {
 			t.Fatalf("%v: err %v, want ErrBackend", fs, err)
 		}
-		if res.Allowed != (fs == FailOpen) || len(res.Quotas) != 2 || res.Quotas[1].Quota != "b" {
+		want := ReasonFailOpen
+		if fs == FailClosed {
+			want = ReasonFailClosed
+		}
+		if res.Allowed != (fs == FailOpen) || res.Reason != want || len(res.Quotas) != 2 ||
+			res.Quotas[1].Reason != want || res.Quotas[1].Limit != charges[1].Limit {
 			t.Fatalf("%v: %+v", fs, res)
 		}
 	}
@@ -248,13 +267,13 @@ func TestChargerCluster(t *testing.T) {
 	// that the groups before it are spent first.
 	c := mustNewCharger(t, cc, opts...)
 	var charges []Charge
-	slots := map[int]bool{}
+	slots := map[uint16]bool{}
 	for i := 0; len(charges) < 3; i++ {
 		ch := Charge{Identity: "id" + strconv.Itoa(i), Limit: PerHour(5), Algorithm: FixedWindow, Cost: 1, Name: "d" + strconv.Itoa(i)}
-		keys, _ := c.Keys(ch)
-		s := keySlot(keys[0])
-		if want, err := cluster.Slot(ctx, keys[0]); err != nil || int64(s) != want {
-			t.Fatalf("keySlot(%s) = %d, CLUSTER KEYSLOT says %d (%v)", keys[0], s, want, err)
+		key, _ := c.key(ch)
+		s := slotOf(key)
+		if want, err := cluster.Slot(ctx, key); err != nil || int64(s) != want {
+			t.Fatalf("slotOf(%s) = %d, CLUSTER KEYSLOT says %d (%v)", key, s, want, err)
 		}
 		if !slots[s] {
 			slots[s] = true
@@ -264,9 +283,9 @@ func TestChargerCluster(t *testing.T) {
 	// The charge in the highest slot runs last: use it up first.
 	last := 0
 	for i, ch := range charges {
-		k, _ := c.Keys(ch)
-		l0, _ := c.Keys(charges[last])
-		if keySlot(k[0]) > keySlot(l0[0]) {
+		k, _ := c.key(ch)
+		l0, _ := c.key(charges[last])
+		if slotOf(k) > slotOf(l0) {
 			last = i
 		}
 	}
@@ -313,7 +332,11 @@ func TestChargerCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := tv.Keys(charges...)
+	var keys []string
+	for _, ch := range charges {
+		k, _ := tv.key(ch)
+		keys = append(keys, k)
+	}
 	first, _ := cluster.Slot(ctx, keys[0])
 	for _, k := range keys {
 		if s, _ := cluster.Slot(ctx, k); s != first || !strings.Contains(k, "}:") {
@@ -329,16 +352,103 @@ func TestChargerCluster(t *testing.T) {
 		t.Fatalf("tagged call 6: %+v, %v, want denied", res, err)
 	}
 
-	strict, err := NewChargerMode(cc, SlotsStrict, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	strict := mustNewCharger(t, cc, append(opts, WithStrictSlots())...)
 	if _, err := strict.AllowAll(ctx, charges...); !errors.Is(err, ErrCrossSlot) || !strings.HasPrefix(err.Error(), "ratelimit:") {
 		t.Fatalf("strict, cross-slot: %v, want ErrCrossSlot", err)
 	}
 	st, _ := strict.Tagged("t")
 	if res, err := st.AllowAll(ctx, charges...); err != nil || !res.Allowed {
 		t.Fatalf("strict, tagged: %+v, %v", res, err)
+	}
+}
+
+// TestChargerRing runs the Charger on a Ring of two real redis-servers. The
+// Ring sends a script to the shard of its first key's hash tag, so charges
+// of identities on different shards are decided one identity at a time,
+// each on its own shard, where a Limiter of the same namespace and
+// algorithm finds its state; when the second denies, the first is given
+// back. WithStrictSlots refuses such a call.
+func TestChargerRing(t *testing.T) {
+	s1, s2 := redistest.Start(t), redistest.Start(t)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": s1.Addr, "b": s2.Addr}, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = ring.Close() })
+	direct := []*redis.Client{s1.Client(t), s2.Client(t)}
+	ctx := context.Background()
+	opts := []Option{WithTimeout(5 * time.Second), WithNamespace("ring")}
+	c := mustNewCharger(t, ring, opts...)
+	lim := mustNew(t, ring, PerHour(5), opts...)
+
+	// shard returns the index of the server holding key.
+	shard := func(key string) int {
+		t.Helper()
+		for i, d := range direct {
+			if n, err := d.Exists(ctx, key).Result(); err != nil {
+				t.Fatal(err)
+			} else if n == 1 {
+				return i
+			}
+		}
+		t.Fatalf("key %s on no shard", key)
+		return -1
+	}
+	// Two identities on different shards, found by where the Limiter
+	// puts them.
+	var ids [2]string
+	found := [2]bool{}
+	for i := 0; !found[0] || !found[1]; i++ {
+		id := "id" + strconv.Itoa(i)
+		if _, err := lim.Allow(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		key, _ := lim.Key(id)
+		if s := shard(key); !found[s] {
+			ids[s], found[s] = id, true
+		}
+	}
+	for _, d := range direct {
+		if err := d.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := Charge{Identity: ids[0], Limit: PerHour(5), Cost: 1, Name: "a"}
+	b := Charge{Identity: ids[1], Limit: PerHour(5), Cost: 1, Name: "b"}
+	// The second charge's shard first: a single script would run there
+	// and write the first charge's key on the wrong shard.
+	if res, err := c.AllowAll(ctx, b, a); err != nil || !res.Allowed {
+		t.Fatal(res, err)
+	}
+	for i, ch := range []Charge{a, b} {
+		key, _ := c.key(ch)
+		if s := shard(key); s != i {
+			t.Fatalf("charge %s on shard %d, want %d (its hash tag's)", ch.Name, s, i)
+		}
+		if r, err := lim.Peek(ctx, ch.Identity); err != nil || r.Remaining != 4 {
+			t.Fatalf("Limiter.Peek(%s): %+v, %v; want 4 left", ch.Name, r, err)
+		}
+	}
+	// b used up: the call is denied and a is given back.
+	full := b
+	full.Cost = 4
+	if res, err := c.AllowAll(ctx, full); err != nil || !res.Allowed {
+		t.Fatal(res, err)
+	}
+	if res, err := c.AllowAll(ctx, a, b); err != nil || res.Allowed || res.Quota != "b" {
+		t.Fatalf("%+v, %v; want denied by b", res.Result, err)
+	}
+	if r, err := lim.Peek(ctx, a.Identity); err != nil || r.Remaining != 4 {
+		t.Fatalf("a after the denied call: %+v, %v; want 4 left (given back)", r, err)
+	}
+
+	strict := mustNewCharger(t, ring, append(opts, WithStrictSlots())...)
+	if _, err := strict.AllowAll(ctx, a, b); !errors.Is(err, ErrCrossSlot) {
+		t.Fatalf("strict on a Ring: %v, want ErrCrossSlot", err)
+	}
+	tv, err := strict.Tagged("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tv.AllowAll(ctx, a, b); err != nil || !res.Allowed {
+		t.Fatalf("strict, tagged, on a Ring: %+v, %v", res, err)
 	}
 }
 
@@ -360,20 +470,18 @@ func (r *refundRecorder) refunds() int {
 	return len(r.n)
 }
 
-// TestKeySlot checks keySlot against the examples of the Cluster
+// TestSlotOf checks slotOf against the examples of the Cluster
 // specification.
-func TestKeySlot(t *testing.T) {
-	for key, want := range map[string]int{
+func TestSlotOf(t *testing.T) {
+	for key, want := range map[string]uint16{
 		"123456789":          12739, // CRC16 XMODEM check value 0x31C3 % 16384
-		"{user1000}.follows": keySlot("user1000"),
-		"foo{}{bar}":         keySlot("foo{}{bar}"),
-		"foo{bar}{zap}":      keySlot("bar"),
+		"{user1000}.follows": slotOf("user1000"),
+		"foo{}{bar}":         slotOf("foo{}{bar}"),
+		"foo{bar}{zap}":      slotOf("bar"),
+		"":                   0,
 	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		if got := slotOf(key); got != want {
+			t.Errorf("slotOf(%q) = %d, want %d", key, got, want)
 		}
-	}
-	if fmt.Sprint(keySlot("")) != "0" {
-		t.Errorf("empty key")
 	}
 }
