@@ -281,8 +281,8 @@ func (s *Service) Decide(ctx context.Context, req Request, mode Mode, spentAt ti
 			shadow = append(shadow, i)
 		}
 	}
-	if len(enforced) > ratelimit.MaxCharges {
-		return Decision{}, badRequest("%d descriptors with a limit, at most %d per request", len(enforced), ratelimit.MaxCharges)
+	if len(enforced) > ratelimit.MaxQuotas {
+		return Decision{}, badRequest("%d descriptors with a limit, at most %d per request", len(enforced), ratelimit.MaxQuotas)
 	}
 	if mode == ModeReset {
 		var charges []ratelimit.Charge
