@@ -58,6 +58,9 @@ func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*C
 	if cfg.algSet {
 		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewConcurrency", ErrInvalidOption)
 	}
+	if cfg.strictSlots {
+		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
+	}
 	if err := checkMax(max); err != nil {
 		return nil, err
 	}

@@ -24,6 +24,10 @@
 //     released or expired; no leak when a holder crashes);
 //   - NewMulti checks several quotas of one identity all or nothing in one
 //     script ("10 a second and 10,000 a day", "requests and tokens");
+//   - NewCharger decides charges built per call, each with its own
+//     identity, limit and algorithm, all or nothing in one script (the
+//     descriptors of an Envoy rate limit request; see Charger for Redis
+//     Cluster);
 //   - Refund gives back unused cost (reserve max_tokens, settle with the
 //     tokens used), never above the burst;
 //   - WithLimit overrides the limit per call, for plans and tiers, on the

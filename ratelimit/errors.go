@@ -43,6 +43,10 @@ var (
 	// ErrWouldExceedDeadline is returned by Wait when the caller's deadline
 	// comes before the cost could be allowed, so waiting is pointless.
 	ErrWouldExceedDeadline = errors.New("ratelimit: wait would exceed the context deadline")
+	// ErrCrossSlot is returned by a Charger made with WithStrictSlots for a
+	// call whose charges lie in several Redis Cluster slots (on a Ring,
+	// several hash tags): it cannot be one script, so nothing is decided.
+	ErrCrossSlot = errors.New("ratelimit: charges span several Redis Cluster slots")
 )
 
 // ErrorType classifies a backend failure. Its String form is a short, bounded

@@ -10,7 +10,7 @@ import (
 
 // Event describes one decision. Every call of Allow, AllowN (and each attempt
 // of Wait) publishes exactly one Event, whether Redis or the fail strategy
-// decided, as does every decision of a MultiLimiter and every
+// decided, as does every decision of a MultiLimiter or a Charger and every
 // ConcurrencyLimiter.Acquire; bad input, rejected before any decision,
 // publishes none. Peek, Reset, and releasing or extending a lease are not
 // decisions and publish nothing; a Refund is not a decision either, and is
@@ -22,15 +22,16 @@ type Event struct {
 	// Namespace is the limiter's namespace (see WithNamespace).
 	Namespace string
 	// Algorithm is the algorithm that decided: the limiter's, the deciding
-	// quota's for a MultiLimiter (Result.Quota names it), Concurrency for a
-	// lease.
+	// quota's for a MultiLimiter (Result.Quota names it), the deciding
+	// charge's for a Charger, Concurrency for a lease.
 	Algorithm Algorithm
 	// Key is the Redis key decided on: namespace, algorithm and the hex
 	// SHA-256 (or HMAC) of the identity. Fit for logs, never for a metric
 	// label (it is unbounded).
 	Key string
-	// Cost is the cost asked for (of the deciding quota, for a
-	// MultiLimiter; the lease's weight, for a ConcurrencyLimiter).
+	// Cost is the cost asked for (of the deciding quota or charge, for a
+	// MultiLimiter or a Charger; the lease's weight, for a
+	// ConcurrencyLimiter).
 	Cost int64
 	// Result is what the caller got.
 	Result Result

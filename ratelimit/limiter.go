@@ -56,6 +56,9 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 	if cfg.leaseTTL != 0 {
 		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
 	}
+	if cfg.strictSlots {
+		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
+	}
 	pol, err := cfg.algorithm.prepare(limit)
 	if err != nil {
 		return nil, err

@@ -92,6 +92,9 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 	if cfg.leaseTTL != 0 {
 		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
 	}
+	if cfg.strictSlots {
+		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
+	}
 	if len(quotas) == 0 || len(quotas) > MaxQuotas {
 		return nil, fmt.Errorf("%w: %d quotas, want 1 to %d", ErrInvalidLimit, len(quotas), MaxQuotas)
 	}

@@ -45,10 +45,10 @@ const (
 	maxNamespaceLen = 64
 )
 
-// An Option configures a Limiter, MultiLimiter or ConcurrencyLimiter at
-// construction. Options are applied in order; a later option overrides an
-// earlier one. An option that does not apply to the limiter being built is
-// an error, not silently ignored.
+// An Option configures a Limiter, MultiLimiter, ConcurrencyLimiter or
+// Charger at construction. Options are applied in order; a later option
+// overrides an earlier one. An option that does not apply to the limiter
+// being built is an error, not silently ignored.
 type Option interface {
 	apply(*config) error
 }
@@ -73,6 +73,9 @@ type config struct {
 	// noPipelining sends every call on its own (WithPipelining(false));
 	// the zero value, pipelining on, is the default.
 	noPipelining bool
+	// strictSlots makes a Charger refuse calls across slots
+	// (WithStrictSlots).
+	strictSlots bool
 }
 
 func defaultConfig() config {
@@ -128,8 +131,8 @@ func validNamespace(ns string) error {
 // WithAlgorithm selects the algorithm of a Limiter (default TokenBucket): one
 // of TokenBucket, SlidingWindow, SlidingLog or FixedWindow (see Algorithm
 // for which to choose). Concurrency is rejected: use NewConcurrency.
-// NewMulti and NewConcurrency reject this option; a MultiLimiter takes an
-// algorithm per Quota.
+// NewMulti, NewConcurrency and NewCharger reject this option; a
+// MultiLimiter takes an algorithm per Quota, a Charger one per Charge.
 func WithAlgorithm(a Algorithm) Option {
 	return optionFunc(func(c *config) error {
 		if !a.valid() {
@@ -148,10 +151,10 @@ func WithAlgorithm(a Algorithm) Option {
 // would spend, but is always allowed. A call the limit would have denied
 // returns Allowed true with Reason ReasonShadow, and keeps the Remaining and
 // RetryAfter of the denial, so metrics, logs and spans show exactly what
-// enforcing the limit would block. It applies to Limiter, MultiLimiter and
-// ConcurrencyLimiter (a lease granted in shadow over capacity is not
-// recorded in Redis). It cannot be combined with FailClosed, which would
-// deny when Redis fails.
+// enforcing the limit would block. It applies to Limiter, MultiLimiter,
+// Charger and ConcurrencyLimiter (a lease granted in shadow over capacity
+// is not recorded in Redis). It cannot be combined with FailClosed, which
+// would deny when Redis fails.
 func WithShadow() Option {
 	return optionFunc(func(c *config) error {
 		c.shadow = true
@@ -162,14 +165,27 @@ func WithShadow() Option {
 // WithLeaseTTL sets how long a lease of a ConcurrencyLimiter lasts unless it
 // is extended (default DefaultLeaseTTL): the longest time the capacity of a
 // holder that crashed stays taken. It must be a whole number of
-// microseconds from a millisecond to about 71 years. New and NewMulti
-// reject it.
+// microseconds from a millisecond to about 71 years. New, NewMulti and
+// NewCharger reject it.
 func WithLeaseTTL(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d < time.Millisecond || d%time.Microsecond != 0 || d.Microseconds() > maxWindowUS {
 			return fmt.Errorf("%w: lease TTL %v must be a whole number of microseconds, from 1ms to about 71 years", ErrInvalidOption, d)
 		}
 		c.leaseTTL = d
+		return nil
+	})
+}
+
+// WithStrictSlots makes a Charger refuse, with ErrCrossSlot and before
+// anything is decided, a call whose charges lie in several Redis Cluster
+// slots (on a Ring: several hash tags), instead of deciding it one slot at
+// a time with compensating refunds (the default, see Charger). It changes
+// nothing on a single Redis or for a Tagged view. Only NewCharger accepts
+// it.
+func WithStrictSlots() Option {
+	return optionFunc(func(c *config) error {
+		c.strictSlots = true
 		return nil
 	})
 }

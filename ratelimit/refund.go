@@ -89,7 +89,8 @@ func newRefundKey(key string) string {
 const refundSuffix = ":refund:"
 
 // RefundEvent is cost given back by Refund (of a Limiter or a
-// MultiLimiter), published on the limiter's bus after the Redis call to
+// MultiLimiter) or by a Charger (RefundAll, and the refunds that undo a
+// call denied across slots), published on the limiter's bus after the Redis call to
 // the subscribers that implement RefundSubscriber. A refund is not a
 // decision: a subscriber that implements only Subscriber never sees it.
 type RefundEvent struct {

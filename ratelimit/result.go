@@ -59,11 +59,12 @@ type Result struct {
 	// ResetAfter is how long until the limit is fully replenished
 	// (Remaining back to the burst) if nothing else is spent meanwhile.
 	ResetAfter time.Duration
-	// Quota is the name of the quota that decided, for a MultiLimiter: the
-	// one that denied (the longest RetryAfter when several did), or when
-	// allowed the one with the smallest share left. It is "" for the other
-	// limiters and for a fail strategy's decision. Quota names come from
-	// the limiter's configuration, so they are a bounded label.
+	// Quota is the name of the quota that decided, for a MultiLimiter (for
+	// a Charger, the Name of the Charge): the one that denied (the longest
+	// RetryAfter when several did), or when allowed the one with the
+	// smallest share left. It is "" for the other limiters and for a fail
+	// strategy's decision. Quota names come from the limiter's
+	// configuration, so they are a bounded label.
 	Quota string
 	// Time is Redis's clock when the decision was made, to the
 	// microsecond. Refund uses it to find what the call spent. It is zero
