@@ -40,74 +40,83 @@ if not (n and now) then
 end
 now = clock(now)
 
--- span returns where the arguments and keys of the decision after the one
--- at ARGV[i], KEYS[k] start, or nil when its algorithm or mode is invalid
--- (then nothing after it can be found either).
-local function span(i, k)
-  local id, mode = int_arg(i, 1, 4), int_arg(i + 5, 0, 2)
-  if not (id and mode) then return nil end
-  if mode == 2 then return i + 8, k + KEYS_OF[id] + 1 end
-  return i + 6, k + KEYS_OF[id]
-end
+local nargv, nkeys = #ARGV, #KEYS
+
+-- The limit of the previous decision, checked: the decisions of one call
+-- mostly share their limit, whose strings Lua interns, so comparing them
+-- is cheap and checking them again is not.
+local last_id, last_a, last_b, last_c
+local A, a, b, c, capacity
 
 -- decide runs the decision whose arguments start at ARGV[i] and keys at
--- KEYS[k], which end before ARGV[ni] and KEYS[nk], and returns its five
--- reply integers, or nil and the error for invalid arguments.
-local function decide(i, k, ni, nk)
-  local A = ALGORITHMS[tonumber(ARGV[i])]
-  local a, b, c = int_arg(i + 1, 1, MAX), int_arg(i + 2, 1, MAX), int_arg(i + 3, 0, MAX)
-  local cost, mode = int_arg(i + 4, 0, MAX), tonumber(ARGV[i + 5])
-  if not (a and b and c and cost) or not A.check(a, b, c) or cost > A.capacity(a, b, c) or
-      ni - 1 > #ARGV or nk - 1 > #KEYS then
+-- KEYS[k], of algorithm id and mode md, which end before ARGV[ni] and
+-- KEYS[nk], and returns its five reply integers, or nil and the error for
+-- invalid arguments.
+local function decide(i, k, id, md, ni, nk)
+  local sa, sb, sc = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if id ~= last_id or sa ~= last_a or sb ~= last_b or sc ~= last_c then
+    last_id = nil
+    A, a, b, c = ALGORITHMS[id], int_arg(i + 1, 1, MAX), int_arg(i + 2, 1, MAX), int_arg(i + 3, 0, MAX)
+    if not (a and b and c) or not A.check(a, b, c) then
+      return nil, 'ERR ratelimit: decide: invalid argument'
+    end
+    capacity = A.capacity(a, b, c)
+    last_id, last_a, last_b, last_c = id, sa, sb, sc
+  end
+  local cost = int_arg(i + 4, 0, MAX)
+  if not cost or cost > capacity or ni - 1 > nargv or nk - 1 > nkeys then
     return nil, 'ERR ratelimit: decide: invalid argument'
   end
   local spent_at, keep = 0, 0
-  if mode == 2 then
+  if md == 2 then
     spent_at, keep = int_arg(i + 6, 0, MAX), int_arg(i + 7, 1, MAX)
     if not (spent_at and keep) then
       return nil, 'ERR ratelimit: decide: invalid refund argument'
     end
   end
 
-  local st = A.load(KEYS, k, a, b, c, now, mode)
-  local ok, write = true, st.stale and mode ~= 0
-  if mode == 2 then
+  local st = A.load(KEYS, k, a, b, c, now, md)
+  local ok, write = true, st.stale and md ~= 0
+  if md == 2 then
     if cost > 0 and remember(KEYS[nk - 1], keep) and A.refund(st, cost, spent_at) then write = true end
   else
     ok = cost == 0 or A.fits(st, cost)
-    if ok and mode == 1 and cost > 0 then
+    if ok and md == 1 and cost > 0 then
       A.spend(st, cost)
       write = true
     end
   end
   if write then A.write(st) end
   local remaining, retry, reset = A.report(st, cost, ok)
-  local allowed = 0
-  if ok then allowed = 1 end
-  return allowed, remaining, retry, reset, st.now
+  if ok then return 1, remaining, retry, reset, st.now end
+  return 0, remaining, retry, reset, st.now
 end
 
-if n == 1 then
-  local ni, nk = span(3, 1)
-  if not ni or ni - 1 ~= #ARGV or nk - 1 ~= #KEYS then
-    return redis.error_reply('ERR ratelimit: decide: invalid argument')
-  end
-  local allowed, remaining, retry, reset, at = decide(3, 1, ni, nk)
-  if not allowed then return redis.error_reply(remaining) end
-  return {allowed, remaining, retry, reset, at}
-end
-
--- Several: each decision in a protected call, so that one that fails (a
--- foreign value at its key) fails alone. A decision whose algorithm or
--- mode is invalid cannot say where the next one starts: the rest of the
--- call fails with it.
+-- Walk the decisions. The algorithm and mode of each say where the next
+-- one starts; a decision whose algorithm or mode is invalid cannot say
+-- that, and the rest of the call fails with it. In a call of several, each
+-- decision runs in a protected call, so that one that fails (a foreign
+-- value at its key) fails alone.
 local reply, i, k = {}, 3, 1
 for d = 1, n do
   local base = 5 * (d - 1)
-  local ni, nk = span(i, k)
+  local id, md = int_arg(i, 1, 4), int_arg(i + 5, 0, 2)
+  local ni, nk
+  if id and md then
+    ni, nk = i + 6, k + KEYS_OF[id]
+    if md == 2 then ni, nk = i + 8, nk + 1 end
+  end
+  if n == 1 then
+    if not ni or ni - 1 ~= nargv or nk - 1 ~= nkeys then
+      return redis.error_reply('ERR ratelimit: decide: invalid argument')
+    end
+    local allowed, remaining, retry, reset, at = decide(i, k, id, md, ni, nk)
+    if not allowed then return redis.error_reply(remaining) end
+    return {allowed, remaining, retry, reset, at}
+  end
   local done, allowed, remaining, retry, reset, at = false
   if ni then
-    done, allowed, remaining, retry, reset, at = pcall(decide, i, k, ni, nk)
+    done, allowed, remaining, retry, reset, at = pcall(decide, i, k, id, md, ni, nk)
   end
   if done and allowed then
     reply[base + 1], reply[base + 2], reply[base + 3], reply[base + 4], reply[base + 5] = allowed, remaining, retry, reset, at
@@ -116,14 +125,14 @@ for d = 1, n do
   end
   if not ni then
     for rest = d + 1, n do
-      local b = 5 * (rest - 1)
-      reply[b + 1], reply[b + 2], reply[b + 3], reply[b + 4], reply[b + 5] = -1, 0, 0, 0, 0
+      local r = 5 * (rest - 1)
+      reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = -1, 0, 0, 0, 0
     end
     return reply
   end
   i, k = ni, nk
 end
-if i - 1 ~= #ARGV or k - 1 ~= #KEYS then
+if i - 1 ~= nargv or k - 1 ~= nkeys then
   return redis.error_reply('ERR ratelimit: decide: invalid argument')
 end
 return reply

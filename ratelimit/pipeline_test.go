@@ -251,12 +251,12 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	}
 	// Each identity was spent once: 10 - 3.
 	for i, key := range keys {
-		var lvl, last, per, expiry int64
 		state, err := c.Get(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fmt.Sscanf(state, "%d:%d:%d:%d", &lvl, &last, &per, &expiry); err != nil || per == 0 {
+		lvl, _, per, _, err := tokenBucketState(state)
+		if err != nil || per == 0 {
 			t.Fatalf("bucket state %q: %v", state, err)
 		}
 		if lvl/per != 7 {
