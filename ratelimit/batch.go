@@ -83,7 +83,7 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 			res, berr = l.result(d)
 		}
 		var err error
-		results[i], err = l.e.finish(ctx, decided{l.alg, keys[i], reqs[i].Cost, l.limit}, start, res, berr)
+		results[i], err = l.e.finish(ctx, decided{alg: l.alg, key: keys[i], cost: reqs[i].Cost, limit: l.limit}, start, res, berr)
 		if err != nil && first == nil {
 			first = err
 		}

@@ -75,15 +75,9 @@ func NewCharger(client redis.UniversalClient, opts ...Option) (*Charger, error) 
 	if nilClient(client) {
 		return nil, ErrNilClient
 	}
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(forCharger, opts)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.algSet {
-		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewCharger: set Charge.Algorithm", ErrInvalidOption)
-	}
-	if cfg.leaseTTL != 0 {
-		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
 	}
 	c := &Charger{e: newEngine(client, cfg, chargeAlgorithms[:]...), keys: newKeyer("", cfg.secret)}
 	for _, a := range chargeAlgorithms {
@@ -335,7 +329,7 @@ func (c *Charger) run(ctx context.Context, charges []Charge, md mode, spent Mult
 		out, i = c.assemble(p, results, allowed)
 	}
 	q := p.quotas[i]
-	res, err := c.e.finish(ctx, decided{q.alg, q.key, q.cost, q.lim}, start, out.Result, berr)
+	res, err := c.e.finish(ctx, decided{alg: q.alg, key: q.key, cost: q.cost, limit: q.lim}, start, out.Result, berr)
 	if berr != nil {
 		out = c.failResult(p, res)
 	} else {

@@ -51,15 +51,9 @@ func NewConcurrency(client redis.UniversalClient, max int64, opts ...Option) (*C
 	if nilClient(client) {
 		return nil, ErrNilClient
 	}
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(forConcurrency, opts)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.algSet {
-		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewConcurrency", ErrInvalidOption)
-	}
-	if cfg.strictSlots {
-		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
 	}
 	if err := checkMax(max); err != nil {
 		return nil, err
@@ -155,7 +149,7 @@ func (c *ConcurrencyLimiter) Acquire(ctx context.Context, identity string, weigh
 	start := c.e.startTimer()
 	res, berr := c.run(ctx, lease.keys, lease.id, weight, opAcquire)
 	lease.tracked = berr == nil && res.Allowed
-	res, err = c.e.finish(ctx, decided{Concurrency, key, weight, c.limit()}, start, res, berr)
+	res, err = c.e.finish(ctx, decided{alg: Concurrency, key: key, cost: weight, limit: c.limit()}, start, res, berr)
 	if !res.Allowed {
 		lease = nil
 	}

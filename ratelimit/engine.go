@@ -26,6 +26,8 @@ type engine struct {
 	// pipe shares round trips between concurrent calls (WithPipelining);
 	// nil sends each call on its own.
 	pipe *dispatcher
+	// denials remembers recent denials (WithDenyCache); nil: off.
+	denials *denyCache
 }
 
 // newEngine builds the engine of a limiter whose events carry algs.
@@ -41,6 +43,9 @@ func newEngine(client redis.UniversalClient, cfg config, algs ...Algorithm) *eng
 	e.direct, e.server, e.group = inspectClient(client)
 	if !cfg.noPipelining {
 		e.pipe = newDispatcher(e)
+	}
+	if cfg.denyCache > 0 {
+		e.denials = newDenyCache(cfg.denyCache)
 	}
 	if cfg.breaker != nil {
 		for _, a := range algs {
@@ -81,6 +86,15 @@ func (e *engine) nowArg() int64 {
 	return 0
 }
 
+// localNow is this process's clock, for what the library keeps in memory
+// (the deny cache): time.Now, or the scripts' clock in tests.
+func (e *engine) localNow() time.Time {
+	if e.cfg.now != nil {
+		return e.cfg.now()
+	}
+	return time.Now()
+}
+
 // startTimer returns when a call begins, or the zero time when no one is
 // listening: then nothing is timed and nothing published.
 func (e *engine) startTimer() time.Time {
@@ -93,10 +107,11 @@ func (e *engine) startTimer() time.Time {
 // decided names a decision for its event, and the limit a Result carries
 // when Redis did not decide.
 type decided struct {
-	alg   Algorithm
-	key   string
-	cost  int64
-	limit Limit
+	alg    Algorithm
+	key    string
+	cost   int64
+	limit  Limit
+	cached bool // answered by the deny cache: published untimed
 }
 
 // finish is the one tail of every decision: a call Redis answered keeps
@@ -110,9 +125,11 @@ func (e *engine) finish(ctx context.Context, d decided, start time.Time, res Res
 	} else if e.cfg.shadow && !res.Allowed {
 		res.Allowed, res.Reason = true, ReasonShadow
 	}
-	if !start.IsZero() {
+	if !start.IsZero() || d.cached && e.bus.Enabled() {
 		ev := Event{Namespace: e.cfg.namespace, Algorithm: d.alg, Key: d.key, Cost: d.cost, Result: res, ServerAddr: e.server}
-		ev.Start, ev.Duration, ev.Err = callTiming(start, berr)
+		if !d.cached {
+			ev.Start, ev.Duration, ev.Err = callTiming(start, berr)
+		}
 		e.bus.publish(ctx, ev)
 	}
 	if berr != nil {

@@ -206,3 +206,8 @@ func tokenBucketState(raw string) (level, last, per, expiry int64, err error) {
 	_, err = fmt.Sscanf(raw, "%d:%d:%d:%d", &level, &last, &per, &expiry)
 	return level, last, per, expiry, err
 }
+
+// redistestTime reads Redis TIME.
+func redistestTime(c redis.UniversalClient) (time.Time, error) {
+	return redistest.Time(context.Background(), c)
+}

@@ -49,15 +49,9 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 	if nilClient(client) {
 		return nil, ErrNilClient
 	}
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(forNew, opts)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.leaseTTL != 0 {
-		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
-	}
-	if cfg.strictSlots {
-		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
 	}
 	pol, err := cfg.algorithm.prepare(limit)
 	if err != nil {
@@ -210,9 +204,20 @@ func (l *Limiter) AllowN(ctx context.Context, identity string, cost int64) (Resu
 	if err != nil {
 		return Result{}, err
 	}
+	d := decided{alg: l.alg, key: key, cost: cost, limit: l.limit}
+	cache := l.e.denials
+	if cache != nil && cost > 0 {
+		if res, ok := cache.get(key, l.limit, cost, l.e.localNow()); ok {
+			d.cached = true
+			return l.e.finish(ctx, d, time.Time{}, res, nil)
+		}
+	}
 	start := l.e.startTimer()
 	res, berr := l.run(ctx, l.decision(key, cost, modeSpend, nil))
-	return l.e.finish(ctx, decided{l.alg, key, cost, l.limit}, start, res, berr)
+	if cache != nil && berr == nil && !res.Allowed {
+		cache.put(key, l.limit, cost, res, l.e.localNow())
+	}
+	return l.e.finish(ctx, d, start, res, berr)
 }
 
 // Peek returns what Allow would decide now, without spending anything and
@@ -235,6 +240,9 @@ func (l *Limiter) Reset(ctx context.Context, identity string) error {
 	key, err := l.keys.key(identity)
 	if err != nil {
 		return err
+	}
+	if l.e.denials != nil {
+		l.e.denials.forget(key)
 	}
 	return l.e.del(ctx, l.scriptKeys(key))
 }

@@ -82,18 +82,9 @@ func NewMulti(client redis.UniversalClient, quotas []Quota, opts ...Option) (*Mu
 	if nilClient(client) {
 		return nil, ErrNilClient
 	}
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(forMulti, opts)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.algSet {
-		return nil, fmt.Errorf("%w: WithAlgorithm does not apply to NewMulti: set Quota.Algorithm", ErrInvalidOption)
-	}
-	if cfg.leaseTTL != 0 {
-		return nil, fmt.Errorf("%w: WithLeaseTTL applies to NewConcurrency only", ErrInvalidOption)
-	}
-	if cfg.strictSlots {
-		return nil, fmt.Errorf("%w: WithStrictSlots applies to NewCharger only", ErrInvalidOption)
 	}
 	if len(quotas) == 0 || len(quotas) > MaxQuotas {
 		return nil, fmt.Errorf("%w: %d quotas, want 1 to %d", ErrInvalidLimit, len(quotas), MaxQuotas)
@@ -329,7 +320,7 @@ func (m *MultiLimiter) call(ctx context.Context, identity string, costs []int64,
 		i = m.deciding(res)
 	}
 	q := m.quotas[i]
-	res.Result, err = m.e.finish(ctx, decided{q.Algorithm, keys[i], costs[i], q.Limit}, start, res.Result, berr)
+	res.Result, err = m.e.finish(ctx, decided{alg: q.Algorithm, key: keys[i], cost: costs[i], limit: q.Limit}, start, res.Result, berr)
 	if berr != nil {
 		res = m.failResult(res.Result)
 	}

@@ -76,15 +76,29 @@ type config struct {
 	// strictSlots makes a Charger refuse calls across slots
 	// (WithStrictSlots).
 	strictSlots bool
+	denyCache   int // WithDenyCache: most keys remembered; 0: off
 }
 
 func defaultConfig() config {
 	return config{namespace: DefaultNamespace, algorithm: TokenBucket, fail: FailOpen, timeout: DefaultTimeout}
 }
 
+// constructor names the constructor options are given to: some options
+// apply to one only.
+type constructor uint8
+
+const (
+	forNew constructor = iota
+	forMulti
+	forConcurrency
+	forCharger
+)
+
+var constructorNames = [...]string{"New", "NewMulti", "NewConcurrency", "NewCharger"}
+
 // newConfig applies opts to the defaults and checks the options against
-// each other.
-func newConfig(opts []Option) (config, error) {
+// each other and against the constructor they are given to.
+func newConfig(ctor constructor, opts []Option) (config, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o == nil {
@@ -94,8 +108,27 @@ func newConfig(opts []Option) (config, error) {
 			return config{}, err
 		}
 	}
+	only := func(given bool, option string, to constructor) error {
+		if given && ctor != to {
+			return fmt.Errorf("%w: %s applies to %s only, not to %s", ErrInvalidOption, option, constructorNames[to], constructorNames[ctor])
+		}
+		return nil
+	}
+	for _, err := range []error{
+		only(cfg.algSet, "WithAlgorithm", forNew),
+		only(cfg.denyCache > 0, "WithDenyCache", forNew),
+		only(cfg.leaseTTL != 0, "WithLeaseTTL", forConcurrency),
+		only(cfg.strictSlots, "WithStrictSlots", forCharger),
+	} {
+		if err != nil {
+			return config{}, err
+		}
+	}
 	if cfg.shadow && cfg.fail == FailClosed {
 		return config{}, fmt.Errorf("%w: shadow mode always allows, so it cannot be combined with FailClosed", ErrInvalidOption)
+	}
+	if cfg.shadow && cfg.denyCache > 0 {
+		return config{}, fmt.Errorf("%w: shadow mode cannot be combined with WithDenyCache", ErrInvalidOption)
 	}
 	return cfg, nil
 }

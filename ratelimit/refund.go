@@ -56,6 +56,9 @@ func (l *Limiter) Refund(ctx context.Context, identity string, spent Result, amo
 	if !spent.spent() {
 		return Result{}, nil
 	}
+	if l.e.denials != nil {
+		l.e.denials.forget(key)
+	}
 	start := l.e.startTimer()
 	res, berr := l.run(ctx, l.decision(key, amount, modeRefund,
 		&refundArgs{key: newRefundKey(key), spentAt: spent.Time.UnixMicro(), keepMS: l.e.refundMemoryMS()}))

@@ -21,12 +21,16 @@ const (
 	// fail strategy: a caller that gave up is not a Redis outage, and must
 	// not be let through by FailOpen.
 	ReasonCanceled
+	// ReasonCached: the quota denied the call, as this process remembers
+	// from an earlier denial of the identity (WithDenyCache), without
+	// asking Redis again.
+	ReasonCached
 )
 
-var reasonNames = [...]string{"quota", "fail_open", "fail_closed", "shadow", "canceled"}
+var reasonNames = [...]string{"quota", "fail_open", "fail_closed", "shadow", "canceled", "cached"}
 
-// String returns "quota", "fail_open", "fail_closed", "shadow" or
-// "canceled": a bounded label.
+// String returns "quota", "fail_open", "fail_closed", "shadow",
+// "canceled" or "cached": a bounded label.
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
 		return reasonNames[r]

@@ -262,10 +262,10 @@ func (m *Middleware) Admit(w http.ResponseWriter, r *http.Request, cost int64) (
 	policy := m.policyOf(res)
 	r = r.WithContext(&decisionContext{r.Context(), Decision{Policy: policy, Cost: cost, Result: res, Err: err, release: release}})
 	h := w.Header()
-	// Redis decided (by the quota, or in shadow mode): the quota's state is
-	// known and goes into the headers. The fail strategy decided, or the
+	// Redis decided (by the quota, in shadow mode, or as the deny cache
+	// remembers): the quota's state is known and goes into the headers. The fail strategy decided, or the
 	// request's context ended first: it is not.
-	redisDecided := res.Reason == ratelimit.ReasonQuota || res.Reason == ratelimit.ReasonShadow
+	redisDecided := res.Reason == ratelimit.ReasonQuota || res.Reason == ratelimit.ReasonShadow || res.Reason == ratelimit.ReasonCached
 	if redisDecided {
 		var pk []byte
 		if m.cfg.pkSecret != nil {
