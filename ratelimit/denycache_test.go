@@ -159,9 +159,12 @@ func TestDenyCacheBounded(t *testing.T) {
 func TestDenyCacheOptions(t *testing.T) {
 	b := miniBackend(t)
 	for name, err := range map[string]error{
-		"zero":        func() error { _, err := New(b.client, PerSecond(1), WithDenyCache(0)); return err }(),
-		"shadow":      func() error { _, err := New(b.client, PerSecond(1), WithDenyCache(10), WithShadow()); return err }(),
-		"multi":       func() error { _, err := NewMulti(b.client, []Quota{{Name: "a", Limit: PerSecond(1)}}, WithDenyCache(10)); return err }(),
+		"zero":   func() error { _, err := New(b.client, PerSecond(1), WithDenyCache(0)); return err }(),
+		"shadow": func() error { _, err := New(b.client, PerSecond(1), WithDenyCache(10), WithShadow()); return err }(),
+		"multi": func() error {
+			_, err := NewMulti(b.client, []Quota{{Name: "a", Limit: PerSecond(1)}}, WithDenyCache(10))
+			return err
+		}(),
 		"concurrency": func() error { _, err := NewConcurrency(b.client, 1, WithDenyCache(10)); return err }(),
 	} {
 		if !errors.Is(err, ErrInvalidOption) {
