@@ -211,8 +211,8 @@ func TestBreakerHungRedis(t *testing.T) {
 		if want := l == open; res.Allowed != want || res.FailedOpen() != want {
 			t.Fatalf("%s: %+v, want the fail strategy's", l.Namespace(), res)
 		}
-		if !strings.HasPrefix(err.Error(), "ratelimit:") || be.ErrorType() != "circuit_open" {
-			t.Fatalf("error %q, type %q", err, be.ErrorType())
+		if !strings.HasPrefix(err.Error(), "ratelimit:") || ErrorTypeOf(err).String() != "circuit_open" {
+			t.Fatalf("error %q, type %q", err, ErrorTypeOf(err))
 		}
 	}
 	t.Logf("FIGURES breaker open: 20 calls, slowest %v, against a backend timeout of %v", slowest, timeout)

@@ -108,9 +108,19 @@ func (e *BackendError) Unwrap() error { return e.Err }
 // Is reports whether target is ErrBackend.
 func (e *BackendError) Is(target error) bool { return target == ErrBackend }
 
-// ErrorType returns the failure type as a bounded string, following the
-// OpenTelemetry error.type convention.
-func (e *BackendError) ErrorType() string { return e.Type.String() }
+// ErrorTypeOf returns the Type of the *BackendError in err's chain, and
+// ErrorOther when there is none: the bounded label of a failure, for a
+// metric label or the OpenTelemetry error.type attribute.
+func ErrorTypeOf(err error) ErrorType {
+	if be, ok := err.(*BackendError); ok {
+		return be.Type
+	}
+	var be *BackendError
+	if errors.As(err, &be) {
+		return be.Type
+	}
+	return ErrorOther
+}
 
 // ctxErr returns why ctx ended: ctx.Err(), or its cause when one was given
 // (context.WithCancelCause, WithTimeoutCause) together with ctx.Err(), so

@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -195,7 +194,7 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	}
 	if e.Err != nil {
 		attrs[n] = slog.String("error", e.Err.Error())
-		attrs[n+1] = slog.String("error_type", errorType(e.Err))
+		attrs[n+1] = slog.String("error_type", ratelimit.ErrorTypeOf(e.Err).String())
 		n += 2
 		if suppressed > 0 {
 			attrs[n] = slog.Int64("suppressed", suppressed)
@@ -205,14 +204,6 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	s.logger.LogAttrs(ctx, level, msg, attrs[:n]...)
 }
 
-// errorType returns the bounded error type of a backend error.
-func errorType(err error) string {
-	var t interface{ ErrorType() string }
-	if errors.As(err, &t) {
-		return t.ErrorType()
-	}
-	return "other"
-}
 
 // OnBreakerChange logs a circuit breaker's change of state: at Warn when it
 // opens (Redis is skipped, the fail strategy decides every call), at Info
@@ -235,7 +226,7 @@ func (s *slogSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.Breake
 	n := 4
 	if c.Err != nil {
 		attrs[n] = slog.String("error", c.Err.Error())
-		attrs[n+1] = slog.String("error_type", errorType(c.Err))
+		attrs[n+1] = slog.String("error_type", ratelimit.ErrorTypeOf(c.Err).String())
 		n += 2
 	}
 	s.logger.LogAttrs(ctx, level, MsgCircuit, attrs[:n]...)
@@ -275,7 +266,7 @@ func (s *slogSubscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEv
 	}
 	if r.Err != nil {
 		attrs[n] = slog.String("error", r.Err.Error())
-		attrs[n+1] = slog.String("error_type", errorType(r.Err))
+		attrs[n+1] = slog.String("error_type", ratelimit.ErrorTypeOf(r.Err).String())
 		n += 2
 		if suppressed > 0 {
 			attrs[n] = slog.Int64("suppressed", suppressed)

@@ -271,7 +271,7 @@ func TestCustomDeniedHandler(t *testing.T) {
 	h := mustMiddleware(t, lim, WithDeniedHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, ok := FromContext(r.Context())
 		if !ok || d.Result.Reason != ratelimit.ReasonQuota {
-			DefaultDeniedHandler.ServeHTTP(w, r)
+			DefaultDeniedHandler(w, r)
 			return
 		}
 		w.WriteHeader(http.StatusTooManyRequests)

@@ -43,7 +43,7 @@ func defaultConfig() config {
 		key:              KeyByIP,
 		style:            StyleDraft11,
 		policy:           DefaultPolicy,
-		denied:           DefaultDeniedHandler,
+		denied:           http.HandlerFunc(DefaultDeniedHandler),
 		onError:          DefaultErrorHandler,
 		unavailableRetry: ceilSeconds(DefaultUnavailableRetryAfter),
 	}

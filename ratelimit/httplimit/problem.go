@@ -58,9 +58,7 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 // temporary-reduced-capacity problem when Redis did not decide (it failed
 // under FailClosed, or the request's context ended first: ReasonCanceled).
 // It reads the Decision from the request's context.
-var DefaultDeniedHandler http.Handler = http.HandlerFunc(deny)
-
-func deny(w http.ResponseWriter, r *http.Request) {
+func DefaultDeniedHandler(w http.ResponseWriter, r *http.Request) {
 	d, _ := FromContext(r.Context())
 	policy := d.Policy
 	if policy == "" {

@@ -6,8 +6,6 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
-	"sync"
-	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -16,6 +14,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/telemetrykit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
@@ -88,13 +87,6 @@ const (
 	// span of the call that made it.
 	RefundEventName = "ratelimit.refund"
 )
-
-// DurationBuckets are the bucket boundaries advised for DurationMetric, in
-// seconds: the same as the prom package's classic buckets.
-var DurationBuckets = []float64{
-	0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
-}
 
 // An Option configures NewSubscriber.
 type Option interface{ apply(*config) }
@@ -170,8 +162,7 @@ type Subscriber struct {
 	changes   metric.Int64Counter
 	refunded  metric.Int64Counter
 
-	mu     sync.Mutex // serialises cache writers
-	series atomic.Pointer[map[seriesKey]*series]
+	series telemetrykit.COWMap[seriesKey, *series]
 }
 
 // NewSubscriber returns a Subscriber. An error creating an instrument (which
@@ -207,7 +198,7 @@ func NewSubscriber(opts ...Option) *Subscriber {
 	handle(err)
 	s.duration, err = meter.Float64Histogram(DurationMetric, metric.WithUnit("s"),
 		metric.WithDescription("Duration of the Redis round trip of a rate-limit decision, failed ones included."),
-		metric.WithExplicitBucketBoundaries(DurationBuckets...))
+		metric.WithExplicitBucketBoundaries(telemetrykit.DurationBuckets...))
 	handle(err)
 	s.circuit, err = meter.Int64Gauge(CircuitOpenMetric, metric.WithUnit("1"),
 		metric.WithDescription("1 while the limiter's circuit breaker skips Redis (open or half-open), 0 when closed."))
@@ -313,9 +304,8 @@ func (s *Subscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	var be *ratelimit.BackendError
 	errType := ratelimit.ErrorOther
 	if e.Err != nil {
-		if be = backendError(e.Err); be != nil {
-			errType = be.Type
-		}
+		be = backendError(e.Err)
+		errType = ratelimit.ErrorTypeOf(e.Err)
 	}
 
 	s.decisions.Add(ctx, 1, o.add...)
@@ -428,13 +418,9 @@ type series struct {
 	late                 []attribute.KeyValue // static span attributes set after start
 	base                 []attribute.KeyValue // metric attributes, and the span's at start
 	recordOK             []metric.RecordOption
-	outcomes             [2][maxCached]atomic.Pointer[outcome]
-	errs                 [maxCached]atomic.Pointer[[]metric.RecordOption]
+	outcomes             telemetrykit.ByOutcome[outcome]
+	errs                 telemetrykit.ByErrorType[[]metric.RecordOption]
 }
-
-// maxCached bounds the reasons and error types whose options are cached;
-// larger values are computed on every event.
-const maxCached = 16
 
 // outcome holds what depends on a decision and reason.
 type outcome struct {
@@ -449,29 +435,7 @@ type outcome struct {
 
 func (s *Subscriber) lookup(e ratelimit.Event) *series {
 	k := seriesKey{e.Namespace, e.Algorithm, e.ServerAddr}
-	if m := s.series.Load(); m != nil {
-		if sr := (*m)[k]; sr != nil {
-			return sr
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.series.Load()
-	if old != nil {
-		if sr := (*old)[k]; sr != nil {
-			return sr
-		}
-	}
-	next := make(map[seriesKey]*series, 1)
-	if old != nil {
-		for k, v := range *old {
-			next[k] = v
-		}
-	}
-	sr := newSeries(k)
-	next[k] = sr
-	s.series.Store(&next)
-	return sr
+	return s.series.LoadOrBuild(k, func() *series { return newSeries(k) })
 }
 
 func newSeries(k seriesKey) *series {
@@ -506,47 +470,25 @@ func newSeries(k seriesKey) *series {
 }
 
 func (sr *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
-	d := 0
-	if allowed {
-		d = 1
-	}
-	if int(r) < maxCached {
-		if o := sr.outcomes[d][r].Load(); o != nil {
-			return o
+	return sr.outcomes.Get(allowed, r, func() outcome {
+		dk, rk := DecisionKey.String(telemetrykit.Decision(allowed)), ReasonKey.String(r.String())
+		set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
+		attrs := append(append(make([]attribute.KeyValue, 0, len(sr.base)+2), sr.base...), dk, rk)
+		return outcome{
+			spanName:   sr.spanName,
+			late:       sr.late,
+			eventAttrs: []attribute.KeyValue{NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk},
+			start:      []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
+			add:        []metric.AddOption{metric.WithAttributeSet(set)},
 		}
-	}
-	decision := Blocked
-	if allowed {
-		decision = Allowed
-	}
-	dk, rk := DecisionKey.String(decision), ReasonKey.String(r.String())
-	set := attribute.NewSet(NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk)
-	attrs := append(append(make([]attribute.KeyValue, 0, len(sr.base)+2), sr.base...), dk, rk)
-	o := &outcome{
-		spanName:   sr.spanName,
-		late:       sr.late,
-		eventAttrs: []attribute.KeyValue{NamespaceKey.String(sr.namespace), AlgorithmKey.String(sr.algorithm), dk, rk},
-		start:      []trace.SpanStartOption{spanKind, trace.WithAttributes(attrs...)},
-		add:        []metric.AddOption{metric.WithAttributeSet(set)},
-	}
-	if int(r) < maxCached {
-		sr.outcomes[d][r].Store(o)
-	}
-	return o
+	})
 }
 
 func (sr *series) recordErr(t ratelimit.ErrorType) []metric.RecordOption {
-	if int(t) < maxCached {
-		if opts := sr.errs[t].Load(); opts != nil {
-			return *opts
-		}
-	}
-	set := attribute.NewSet(append(append([]attribute.KeyValue(nil), sr.base...), semconv.ErrorTypeKey.String(t.String()))...)
-	opts := []metric.RecordOption{metric.WithAttributeSet(set)}
-	if int(t) < maxCached {
-		sr.errs[t].Store(&opts)
-	}
-	return opts
+	return *sr.errs.Get(t, func() []metric.RecordOption {
+		set := attribute.NewSet(append(append([]attribute.KeyValue(nil), sr.base...), semconv.ErrorTypeKey.String(t.String()))...)
+		return []metric.RecordOption{metric.WithAttributeSet(set)}
+	})
 }
 
 var _ ratelimit.Subscriber = (*Subscriber)(nil)

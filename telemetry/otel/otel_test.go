@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/telemetrykit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
@@ -354,7 +355,7 @@ func TestMetrics(t *testing.T) {
 	for _, dp := range dur.DataPoints {
 		et, _ := dp.Attributes.Value("error.type")
 		counts[et.Emit()] += dp.Count
-		if len(dp.Bounds) != len(DurationBuckets) || dp.Bounds[0] != 0.000025 {
+		if len(dp.Bounds) != len(telemetrykit.DurationBuckets) || dp.Bounds[0] != 0.000025 {
 			t.Errorf("bounds %v", dp.Bounds)
 		}
 		if sys, _ := dp.Attributes.Value("db.system.name"); sys.AsString() != "redis" {

@@ -57,8 +57,12 @@ func TestCircuitMetrics(t *testing.T) {
 	expected := `
 # HELP ratelimit_backend_errors_total Rate-limit decisions that Redis failed to make, by error type; the fail strategy decided them.
 # TYPE ratelimit_backend_errors_total counter
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="canceled"} 0
 ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="circuit_open"} 3
 ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="connection"} 2
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="other"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="script"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="api",type="timeout"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), BackendErrorsName); err != nil {
 		t.Fatal(err)

@@ -66,8 +66,8 @@
 // When the context of a decision holds a sampled OpenTelemetry span, the
 // duration observation carries an exemplar with the span's trace_id and
 // span_id, so that a latency spike in Grafana links to its trace. Each
-// classic bucket of a series takes at most one exemplar per
-// ExemplarInterval (one second): Prometheus keeps only the last one per
+// classic bucket of a series takes at most one exemplar a second:
+// Prometheus keeps only the last one per
 // bucket anyway, and an exemplar costs about a microsecond and a dozen
 // allocations. The exemplar names the caller's span (the request), in whose
 // trace the otel package's decision span is a child. Exemplars are only

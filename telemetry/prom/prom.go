@@ -2,18 +2,17 @@ package prom
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/telemetrykit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
@@ -55,55 +54,24 @@ const (
 	RefundErrorsName = "ratelimit_refund_errors_total"
 )
 
-// Label names.
+// Label names, and the values of the decision label.
 const (
-	// LabelNamespace is the limiter's namespace (ratelimit.WithNamespace).
-	LabelNamespace = "namespace"
-	// LabelAlgorithm is the limiter's algorithm ("token_bucket").
-	LabelAlgorithm = "algorithm"
-	// LabelDecision is Allowed or Blocked.
-	LabelDecision = "decision"
-	// LabelReason is the ratelimit.Reason: "quota", "shadow",
-	// "fail_open" or "fail_closed".
-	LabelReason = "reason"
-	// LabelType is the ratelimit.ErrorType of a backend failure.
-	LabelType = "type"
-	// LabelSubscriber names the asynchronous subscriber that dropped
-	// events (see Collector.Dropped).
-	LabelSubscriber = "subscriber"
-	// LabelTo is the state a circuit breaker changed to: "closed", "open"
-	// or "half_open".
-	LabelTo = "to"
+	labelNamespace  = "namespace"
+	labelAlgorithm  = "algorithm"
+	labelDecision   = "decision"
+	labelReason     = "reason"
+	labelType       = "type"
+	labelSubscriber = "subscriber"
+	labelTo         = "to"
 )
 
-// Values of the decision label.
+// Native-histogram settings of the duration histogram: about 9% wide
+// buckets, at most 160 (10 µs to 10 s), halved in resolution past that,
+// and reset rather than halved at most hourly.
 const (
-	// Allowed is the decision label of a call that was let through.
-	Allowed = "allowed"
-	// Blocked is the decision label of a call that was denied.
-	Blocked = "blocked"
-)
-
-// DefaultBuckets are the classic buckets of the duration histogram, in
-// seconds: sub-millisecond resolution for healthy round trips (20 to 100µs
-// on loopback, a few hundred on a LAN), then up to the default backend
-// timeout (100ms) and beyond.
-var DefaultBuckets = []float64{
-	0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
-}
-
-// Native-histogram settings of the duration histogram.
-const (
-	// NativeBucketFactor bounds the growth from one native bucket to the
-	// next (about 9% wide buckets).
-	NativeBucketFactor = 1.1
-	// NativeMaxBuckets caps the number of native buckets; past it the
-	// resolution is halved. 1.1 spans 10µs to 10s in about 160 buckets.
-	NativeMaxBuckets = 160
-	// NativeMinResetDuration is how long the histogram waits before it
-	// resets its native buckets rather than halving their resolution.
-	NativeMinResetDuration = time.Hour
+	nativeBucketFactor     = 1.1
+	nativeMaxBuckets       = 160
+	nativeMinResetDuration = time.Hour
 )
 
 // An Option configures NewCollector.
@@ -119,10 +87,9 @@ type config struct {
 	exemplars   bool
 }
 
-// WithBuckets replaces DefaultBuckets as the classic buckets of the
-// duration histogram: upper bounds in seconds, strictly increasing (else
-// NewCollector fails). An empty list keeps the default. The slice is
-// copied.
+// WithBuckets sets the classic buckets of the duration histogram: upper
+// bounds in seconds, strictly increasing (else NewCollector fails). The
+// default is 25 µs to 1 s; an empty list keeps it. The slice is copied.
 func WithBuckets(buckets ...float64) Option {
 	return optionFunc(func(c *config) {
 		if len(buckets) > 0 {
@@ -171,14 +138,14 @@ type Collector struct {
 	exemplars bool
 	buckets   []float64
 
-	cache seriesCache[*series]
+	cache telemetrykit.COWMap[seriesKey, *series]
 }
 
 // NewCollector returns a Collector. Register it with a prometheus.Registerer
 // and subscribe it to limiters. Bad buckets or constant labels give an
 // error wrapping ratelimit.ErrInvalidOption.
 func NewCollector(opts ...Option) (*Collector, error) {
-	cfg := config{buckets: slices.Clone(DefaultBuckets), exemplars: true}
+	cfg := config{buckets: slices.Clone(telemetrykit.DurationBuckets), exemplars: true}
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&cfg)
@@ -189,7 +156,7 @@ func NewCollector(opts ...Option) (*Collector, error) {
 			return nil, fmt.Errorf("%w: histogram buckets %v must be strictly increasing numbers", ratelimit.ErrInvalidOption, cfg.buckets)
 		}
 	}
-	outcome := []string{LabelNamespace, LabelAlgorithm, LabelDecision, LabelReason}
+	outcome := []string{labelNamespace, labelAlgorithm, labelDecision, labelReason}
 	c := &Collector{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        DecisionsName,
@@ -206,40 +173,40 @@ func NewCollector(opts ...Option) (*Collector, error) {
 			Help:                            "Duration of the Redis round trip of a rate-limit decision, failed ones included.",
 			ConstLabels:                     cfg.constLabels,
 			Buckets:                         cfg.buckets,
-			NativeHistogramBucketFactor:     NativeBucketFactor,
-			NativeHistogramMaxBucketNumber:  NativeMaxBuckets,
-			NativeHistogramMinResetDuration: NativeMinResetDuration,
-		}, []string{LabelNamespace, LabelAlgorithm}),
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
+			NativeHistogramMinResetDuration: nativeMinResetDuration,
+		}, []string{labelNamespace, labelAlgorithm}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        BackendErrorsName,
 			Help:        "Rate-limit decisions that Redis failed to make, by error type; the fail strategy decided them.",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm, LabelType}),
+		}, []string{labelNamespace, labelAlgorithm, labelType}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        DroppedName,
 			Help:        "Rate-limit events an asynchronous subscriber dropped because its queue was full or it was closed.",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm, LabelSubscriber}),
+		}, []string{labelNamespace, labelAlgorithm, labelSubscriber}),
 		circuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name:        CircuitOpenName,
 			Help:        "1 while the limiter's circuit breaker skips Redis (open or half-open) and the fail strategy decides, 0 when it is closed.",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm}),
+		}, []string{labelNamespace, labelAlgorithm}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        CircuitTransitionsName,
 			Help:        "Circuit breaker state changes, by the state changed to (closed, open, half_open).",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm, LabelTo}),
+		}, []string{labelNamespace, labelAlgorithm, labelTo}),
 		refunded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        RefundedName,
 			Help:        "Cost units (tokens) given back by Refund: reserved by a decision, then not used.",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm}),
+		}, []string{labelNamespace, labelAlgorithm}),
 		refundErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        RefundErrorsName,
 			Help:        "Refunds that Redis failed, by error type: the cost was not given back.",
 			ConstLabels: cfg.constLabels,
-		}, []string{LabelNamespace, LabelAlgorithm, LabelType}),
+		}, []string{labelNamespace, labelAlgorithm, labelType}),
 		exemplars: cfg.exemplars,
 		buckets:   cfg.buckets,
 	}
@@ -296,7 +263,7 @@ func (c *Collector) OnBreakerChange(_ context.Context, ch ratelimit.BreakerChang
 func (c *Collector) OnRefundEvent(_ context.Context, r ratelimit.RefundEvent) {
 	alg := r.Algorithm.String()
 	if r.Err != nil {
-		c.refundErr.WithLabelValues(r.Namespace, alg, errorType(r.Err).String()).Inc()
+		c.refundErr.WithLabelValues(r.Namespace, alg, ratelimit.ErrorTypeOf(r.Err).String()).Inc()
 		return
 	}
 	if r.Amount > 0 {
@@ -314,10 +281,7 @@ var (
 // a sampled span) and counts a backend error. An event without a Start
 // time (one that was not timed) is not observed in the histogram.
 func (c *Collector) OnDecision(ctx context.Context, e ratelimit.Event) {
-	s := c.cache.load(e.Namespace, e.Algorithm)
-	if s == nil {
-		s = c.cache.store(e.Namespace, e.Algorithm, c.newSeries)
-	}
+	s := c.series(e.Namespace, e.Algorithm)
 	o := s.outcome(e.Result.Allowed, e.Result.Reason)
 	o.decisions.Inc()
 	if e.Cost > 0 {
@@ -327,23 +291,23 @@ func (c *Collector) OnDecision(ctx context.Context, e ratelimit.Event) {
 		c.observe(ctx, s, e.Duration.Seconds(), e.Start.UnixNano()+int64(e.Duration))
 	}
 	if e.Err != nil {
-		s.errorCounter(errorType(e.Err)).Inc()
+		s.errorCounter(ratelimit.ErrorTypeOf(e.Err)).Inc()
 	}
 }
 
-// ExemplarInterval is the least time between two exemplars of one bucket of
+// exemplarInterval is the least time between two exemplars of one bucket of
 // one duration series. Prometheus keeps the last exemplar of each classic
 // bucket per scrape, so more would be thrown away; each costs about a
 // microsecond and a dozen allocations.
-const ExemplarInterval = time.Second
+const exemplarInterval = time.Second
 
 // observe records v, observed at now (Unix ns), with an exemplar when ctx
-// holds a sampled span and v's bucket has had none for ExemplarInterval.
+// holds a sampled span and v's bucket has had none for exemplarInterval.
 func (c *Collector) observe(ctx context.Context, s *series, v float64, now int64) {
 	if c.exemplars {
 		if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() && sc.IsValid() {
 			at := &s.exemplarAt[sort.SearchFloat64s(c.buckets, v)]
-			if last := at.Load(); now-last >= int64(ExemplarInterval) && at.CompareAndSwap(last, now) {
+			if last := at.Load(); now-last >= int64(exemplarInterval) && at.CompareAndSwap(last, now) {
 				s.durationEx.ObserveWithExemplar(v, prometheus.Labels{
 					"trace_id": sc.TraceID().String(),
 					"span_id":  sc.SpanID().String(),
@@ -371,17 +335,13 @@ func (c *Collector) Dropped(subscriber string) ratelimit.Subscriber {
 type droppedCounter struct {
 	vec        *prometheus.CounterVec
 	subscriber string
-	cache      seriesCache[prometheus.Counter]
+	cache      telemetrykit.COWMap[seriesKey, prometheus.Counter]
 }
 
 func (d *droppedCounter) OnDecision(_ context.Context, e ratelimit.Event) {
-	ctr := d.cache.load(e.Namespace, e.Algorithm)
-	if ctr == nil {
-		ctr = d.cache.store(e.Namespace, e.Algorithm, func(ns string, alg ratelimit.Algorithm) prometheus.Counter {
-			return d.vec.WithLabelValues(ns, alg.String(), d.subscriber)
-		})
-	}
-	ctr.Inc()
+	d.cache.LoadOrBuild(seriesKey{e.Namespace, e.Algorithm}, func() prometheus.Counter {
+		return d.vec.WithLabelValues(e.Namespace, e.Algorithm.String(), d.subscriber)
+	}).Inc()
 }
 
 // series holds the resolved child metrics of one namespace and algorithm.
@@ -393,82 +353,14 @@ type series struct {
 	algorithm  string
 	duration   prometheus.Observer
 	durationEx prometheus.ExemplarObserver
-	outcomes   [2][maxCached]atomic.Pointer[outcome]
-	errs       [maxCached]atomic.Pointer[counter]
+	outcomes   telemetrykit.ByOutcome[outcome]
+	errs       telemetrykit.ByErrorType[prometheus.Counter]
 	// exemplarAt is when each classic bucket (and +Inf) last got an
 	// exemplar, in Unix ns.
 	exemplarAt []atomic.Int64
 }
 
-// maxCached bounds the reasons and error types whose children are cached;
-// larger values are looked up on every event.
-const maxCached = 16
-
 type outcome struct{ decisions, cost prometheus.Counter }
-
-type counter struct{ prometheus.Counter }
-
-func (c *Collector) newSeries(ns string, alg ratelimit.Algorithm) *series {
-	s := &series{c: c, namespace: ns, algorithm: alg.String(), exemplarAt: make([]atomic.Int64, len(c.buckets)+1)}
-	obs := c.duration.WithLabelValues(ns, s.algorithm)
-	s.duration = obs
-	s.durationEx = obs.(prometheus.ExemplarObserver)
-	// The series every limiter has, so that ratios exist from the start.
-	s.outcome(true, ratelimit.ReasonQuota)
-	s.outcome(false, ratelimit.ReasonQuota)
-	return s
-}
-
-func (s *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
-	d := 0
-	if allowed {
-		d = 1
-	}
-	if int(r) < maxCached {
-		if o := s.outcomes[d][r].Load(); o != nil {
-			return o
-		}
-	}
-	decision := Blocked
-	if allowed {
-		decision = Allowed
-	}
-	reason := r.String()
-	o := &outcome{
-		decisions: s.c.decisions.WithLabelValues(s.namespace, s.algorithm, decision, reason),
-		cost:      s.c.cost.WithLabelValues(s.namespace, s.algorithm, decision, reason),
-	}
-	if int(r) < maxCached {
-		s.outcomes[d][r].Store(o)
-	}
-	return o
-}
-
-func (s *series) errorCounter(t ratelimit.ErrorType) prometheus.Counter {
-	if int(t) < maxCached {
-		if ctr := s.errs[t].Load(); ctr != nil {
-			return ctr.Counter
-		}
-	}
-	ctr := &counter{s.c.errors.WithLabelValues(s.namespace, s.algorithm, t.String())}
-	if int(t) < maxCached {
-		s.errs[t].Store(ctr)
-	}
-	return ctr.Counter
-}
-
-// errorType returns the type of a backend error; an error that is not a
-// *ratelimit.BackendError (a replayed or synthetic event) counts as other.
-func errorType(err error) ratelimit.ErrorType {
-	if be, ok := err.(*ratelimit.BackendError); ok {
-		return be.Type
-	}
-	var be *ratelimit.BackendError
-	if errors.As(err, &be) {
-		return be.Type
-	}
-	return ratelimit.ErrorOther
-}
 
 // seriesKey identifies a limiter's series: namespaces and algorithms are
 // bounded by the limiters a program creates.
@@ -477,44 +369,40 @@ type seriesKey struct {
 	algorithm ratelimit.Algorithm
 }
 
-// seriesCache maps a namespace and algorithm to a resolved value. Reads are
-// one atomic load and a map lookup, without allocation or lock; the map is
-// copied on write, which happens once per combination.
-type seriesCache[V comparable] struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[seriesKey]V]
+// series returns the series of a namespace and algorithm, made on first
+// use with the series every dashboard and alert query reads already there,
+// at zero: decisions allowed and blocked by the quota, and backend errors
+// of every type. A healthy system then shows 0, not "No data".
+func (c *Collector) series(ns string, alg ratelimit.Algorithm) *series {
+	return c.cache.LoadOrBuild(seriesKey{ns, alg}, func() *series {
+		s := &series{c: c, namespace: ns, algorithm: alg.String(), exemplarAt: make([]atomic.Int64, len(c.buckets)+1)}
+		obs := c.duration.WithLabelValues(ns, s.algorithm)
+		s.duration = obs
+		s.durationEx = obs.(prometheus.ExemplarObserver)
+		s.outcome(true, ratelimit.ReasonQuota)
+		s.outcome(false, ratelimit.ReasonQuota)
+		for t := ratelimit.ErrorOther; t <= ratelimit.ErrorCircuitOpen; t++ {
+			s.errorCounter(t)
+		}
+		c.refunded.WithLabelValues(ns, s.algorithm)
+		return s
+	})
 }
 
-func (c *seriesCache[V]) load(ns string, alg ratelimit.Algorithm) V {
-	var zero V
-	m := c.m.Load()
-	if m == nil {
-		return zero
-	}
-	return (*m)[seriesKey{ns, alg}]
+func (s *series) outcome(allowed bool, r ratelimit.Reason) *outcome {
+	return s.outcomes.Get(allowed, r, func() outcome {
+		decision, reason := telemetrykit.Decision(allowed), r.String()
+		return outcome{
+			decisions: s.c.decisions.WithLabelValues(s.namespace, s.algorithm, decision, reason),
+			cost:      s.c.cost.WithLabelValues(s.namespace, s.algorithm, decision, reason),
+		}
+	})
 }
 
-func (c *seriesCache[V]) store(ns string, alg ratelimit.Algorithm, build func(string, ratelimit.Algorithm) V) V {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var zero V
-	k := seriesKey{ns, alg}
-	old := c.m.Load()
-	if old != nil {
-		if v, ok := (*old)[k]; ok && v != zero {
-			return v
-		}
-	}
-	next := make(map[seriesKey]V, 1)
-	if old != nil {
-		for k, v := range *old {
-			next[k] = v
-		}
-	}
-	v := build(ns, alg)
-	next[k] = v
-	c.m.Store(&next)
-	return v
+func (s *series) errorCounter(t ratelimit.ErrorType) prometheus.Counter {
+	return *s.errs.Get(t, func() prometheus.Counter {
+		return s.c.errors.WithLabelValues(s.namespace, s.algorithm, t.String())
+	})
 }
 
 var (

@@ -72,6 +72,20 @@ ratelimit_cost_total{algorithm="fixed_window",decision="allowed",namespace="gen"
 ratelimit_cost_total{algorithm="fixed_window",decision="blocked",namespace="gen",reason="quota"} 0
 ratelimit_cost_total{algorithm="token_bucket",decision="allowed",namespace="llm",reason="quota"} 800
 ratelimit_cost_total{algorithm="token_bucket",decision="blocked",namespace="llm",reason="quota"} 0
+# HELP ratelimit_backend_errors_total Rate-limit decisions that Redis failed to make, by error type; the fail strategy decided them.
+# TYPE ratelimit_backend_errors_total counter
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="canceled"} 0
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="circuit_open"} 0
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="connection"} 0
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="other"} 0
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="script"} 0
+ratelimit_backend_errors_total{algorithm="fixed_window",namespace="gen",type="timeout"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="canceled"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="circuit_open"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="connection"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="other"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="script"} 0
+ratelimit_backend_errors_total{algorithm="token_bucket",namespace="llm",type="timeout"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), RefundedName, DecisionsName, CostName, BackendErrorsName); err != nil {
 		t.Fatal(err)
