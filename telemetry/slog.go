@@ -204,7 +204,6 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	s.logger.LogAttrs(ctx, level, msg, attrs[:n]...)
 }
 
-
 // OnBreakerChange logs a circuit breaker's change of state: at Warn when it
 // opens (Redis is skipped, the fail strategy decides every call), at Info
 // otherwise, with the namespace, algorithm, from and to states, and for an
