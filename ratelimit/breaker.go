@@ -109,13 +109,10 @@ type BreakerSubscriber interface {
 // another cool-down. Each change of state is published on the limiters'
 // buses (see BreakerSubscriber).
 //
-// What it changes: only how fast calls fail, and how much load reaches a
-// Redis that is failing. While Redis is down, every decision is the fail
-// strategy's with or without a breaker, but without one each call first
-// waits for its failure, up to the backend timeout (WithTimeout) against a
-// Redis that hangs; with one, that wait is paid by Failures calls and then
-// by one probe per cool-down. The price: for up to a cool-down after Redis
-// recovers, calls are still decided by the fail strategy.
+// It changes how fast calls fail and how much load reaches a failing Redis,
+// not what is decided: while Redis is down every decision is the fail
+// strategy's either way. For up to a cool-down after Redis recovers, calls
+// are still decided by the fail strategy.
 //
 // Share one Breaker between the limiters on one Redis (or Cluster) so that
 // they open together, after Failures failures in all rather than each; on a
@@ -323,16 +320,9 @@ func circuitOpen() *BackendError {
 //	br, err := ratelimit.NewBreaker(ratelimit.BreakerSettings{}) // 5 failures, 1s cool-down
 //	limiter, err := ratelimit.New(rdb, limit, ratelimit.WithBreaker(br))
 //
-// Why it is opt-in: it changes no decision during an outage (the fail
-// strategy decides with or without it), and every call is already bounded
-// by the backend timeout, so without it an outage costs bounded latency,
-// not a pile-up of goroutines. What it adds is fast failure during an
-// outage, and less load on a Redis that is recovering; what it costs is a
-// cool-down of fail-strategy decisions after Redis is back, and after a
-// mere blip of Failures errors in a row, which under FailOpen means a
-// cool-down without limiting. That trade is the application's to make: turn
-// it on when the backend timeout is a large part of the request's budget,
-// or when a hung Redis at full traffic would be hit by too many calls.
+// It fails calls fast during an outage and spares a recovering Redis, at
+// the price of a cool-down of fail-strategy decisions after Redis is back
+// (docs/reliability.md weighs it).
 //
 // Every call through the limiter's scripts goes through the breaker:
 // decisions, Peek, Refund, BatchAllow, and the Extend and Release of

@@ -2,10 +2,9 @@ package ratelimit
 
 import "context"
 
-// Hooks is a Subscriber made of optional callbacks: the counterparts of
-// the seed library's on_allow, on_block and on_error, one for the state
-// changes of a circuit breaker (WithBreaker), and one for refunds. Nil
-// fields are skipped. Subscribe it like any other Subscriber:
+// Hooks is a Subscriber made of optional callbacks, for allowed, blocked
+// and failed decisions, the state changes of a circuit breaker
+// (WithBreaker), and refunds. Nil fields are skipped. Subscribe it like any other Subscriber:
 //
 //	ratelimit.WithSubscribers(ratelimit.Hooks{OnBlock: func(ctx context.Context, e ratelimit.Event) { ... }})
 type Hooks struct {

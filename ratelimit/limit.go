@@ -16,8 +16,7 @@ const maxExact = 1<<53 - 1
 //
 // With the token bucket, a bucket holds at most Burst tokens and refills
 // continuously at Rate per Per; a decision of cost n takes n tokens, or none
-// when fewer than n are left. The seed library's
-// RateLimiter(rate=100, per=60, burst=200) is
+// when fewer than n are left. 100 a minute with bursts of 200:
 //
 //	ratelimit.PerMinute(100).WithBurst(200)
 //

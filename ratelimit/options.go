@@ -300,36 +300,14 @@ func WithSubscribers(subs ...Subscriber) Option {
 	})
 }
 
-// WithPipelining turns pipelined decisions on (the default) or off.
-//
-// With pipelining on, concurrent calls on one Limiter share round trips:
-// while two calls or pipelines are in flight, the calls that arrive queue,
-// and go to Redis together, as one pipeline of script calls, as soon as one
-// of them returns. There is no timer: a call that finds nothing queued and a
-// slot free goes out at once, alone (on the caller's goroutine with a
-// client that has ContextTimeoutEnabled, else through a goroutine that
-// bounds it by the backend timeout), so a lone caller waits no longer than
-// without pipelining; under load, batches grow with the queue, and
-// throughput rises while latency falls (see BENCHMARKS.md). Decisions keep
-// at most two connections of the client busy at once (BatchAllow and Reset
-// use their own).
-//
-// Each call keeps its own semantics: it returns at its own backend timeout
-// (WithTimeout) or when its context ends, whatever its batch does (a call
-// sent alone on a client with ContextTimeoutEnabled sees a cancellation at
-// its backend timeout, as without pipelining); a failed batch fails each of
-// its calls with its own *BackendError and the fail strategy decides; each
-// call publishes its own Event.
-//
-// Goroutines: none while the limiter is idle. A flusher goroutine runs while
-// calls are queued and ends when the queue is empty, at the latest at the
-// backend deadline of its last batch, so there is nothing to close. go-redis
-// hooks (such as redisotel) see one pipeline per batch, run under a context
-// of the limiter's own (with the batch's deadline) rather than a caller's.
-//
-// Turn it off to send each call as one EVALSHA of its own under the
-// caller's context (on the caller's goroutine with a client that has
-// ContextTimeoutEnabled).
+// WithPipelining turns pipelined decisions on (the default) or off. On,
+// calls that arrive while two round trips are in flight queue, and go to
+// Redis together as soon as one returns: the queued decisions as one script
+// call per Redis node (per slot on a Cluster). A call that finds nothing
+// queued goes out at once, alone; there is no timer. Each call keeps its own
+// timeout, cancellation, error, fail-strategy decision and Event. It keeps
+// at most two connections of the client busy, and a goroutine only while
+// calls are queued. Off, each call is one script call of its own.
 func WithPipelining(on bool) Option {
 	return optionFunc(func(c *config) error {
 		c.noPipelining = !on

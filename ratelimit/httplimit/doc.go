@@ -12,7 +12,7 @@
 //
 // chi and gorilla/mux take the same shape: r.Use(mw.Handler).
 //
-// # One handler (the Python library's @rate_limit decorator)
+// # One handler
 //
 //	llm, _ := ratelimit.New(rdb, ratelimit.PerMinute(10_000), ratelimit.WithNamespace("llm"))
 //	gen := httplimit.Must(llm,
@@ -45,7 +45,7 @@
 // header, so it cannot be spoofed. Behind reverse proxies, say which proxies
 // to trust; the client is then the rightmost address in X-Forwarded-For (or
 // RFC 7239 Forwarded) that is not one of them, never the leftmost, which the
-// client writes itself. The Python library's trust_proxy=True is:
+// client writes itself:
 //
 //	ip := httplimit.MustClientIP(httplimit.TrustProxies("10.0.0.0/8")) // your proxies' ranges
 //	// or, when exactly one proxy stands in front and nothing reaches around it:

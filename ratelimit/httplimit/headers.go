@@ -27,8 +27,7 @@ const (
 	// policy each.
 	StyleDraft11 HeaderStyle = iota
 	// StyleLegacy sends RateLimit-Limit, RateLimit-Remaining and
-	// RateLimit-Reset (delta seconds), as drafts up to -06 did and as the
-	// Python library promises.
+	// RateLimit-Reset (delta seconds), as drafts up to -06 did.
 	StyleLegacy
 	// StyleXRateLimit sends X-RateLimit-Limit, X-RateLimit-Remaining and
 	// X-RateLimit-Reset, with Reset in delta seconds (not an epoch).

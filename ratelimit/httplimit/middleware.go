@@ -220,8 +220,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// HandlerFunc is Handler for a function: the per-route form, like the
-// Python library's @rate_limit decorator:
+// HandlerFunc is Handler for a function: the per-route form:
 //
 //	mux.Handle("GET /api", limited.HandlerFunc(api))
 func (m *Middleware) HandlerFunc(next http.HandlerFunc) http.Handler { return m.Handler(next) }
