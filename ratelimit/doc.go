@@ -1,7 +1,7 @@
 // Package ratelimit is a distributed rate limiter on Redis: one shared limit
 // per identity (user, API key, IP address, tenant) across any number of
-// application instances, decided by one atomic Lua script per call and timed
-// by Redis TIME, so that clock skew between instances does not matter.
+// application instances, each decision atomic in a Lua script on Redis and
+// timed by Redis TIME, so that clock skew between instances does not matter.
 //
 // A Limiter enforces a Limit:
 //
@@ -16,8 +16,7 @@
 //
 // WithAlgorithm picks how a Limiter counts: TokenBucket (the default),
 // SlidingWindow, SlidingLog or FixedWindow; see Algorithm for which to
-// choose. Every one is a single Lua script on Redis with the same reply,
-// the same Result and the same Event.
+// choose. Every one gives the same Result and the same Event.
 //
 // Beyond one limit per identity:
 //   - NewConcurrency bounds work in flight (leases with a TTL, weighted,
@@ -28,19 +27,22 @@
 //     identity, limit and algorithm, all or nothing in one script (the
 //     descriptors of an Envoy rate limit request; see Charger for Redis
 //     Cluster);
-//   - Refund gives back unused cost (reserve max_tokens, settle with the
-//     tokens used), never above the burst;
+//   - Refund gives back unused cost of a given call (reserve max_tokens,
+//     settle with the tokens used), exactly once, never above the burst;
 //   - WithLimit overrides the limit per call, for plans and tiers, on the
 //     same state;
 //   - WithShadow decides and publishes as usual but always allows, for
 //     rolling out a limit (Reason "shadow" marks what would have been
-//     blocked).
+//     blocked);
+//   - WithDenyCache answers identities that keep calling over their limit
+//     from memory until their RetryAfter, without Redis.
 //
 // A denial is a Result, not an error. Errors mean bad input (wrapping
 // ErrInvalidLimit, ErrInvalidCost, ErrInvalidIdentity, ErrInvalidOption...)
 // or a Redis failure (*BackendError, wrapping ErrBackend), in which case the
-// FailStrategy (FailOpen by default, or FailClosed) has decided the Result.
-// Every call is bounded by the backend timeout (WithTimeout), also with a
+// FailStrategy (FailOpen by default, or FailClosed) has decided the Result;
+// a call whose context ended before Redis decided is denied whatever the
+// strategy (ReasonCanceled). Every call is bounded by the backend timeout (WithTimeout), also with a
 // client that ignores context deadlines. WithBreaker adds an opt-in circuit
 // breaker that skips a failing Redis for a cool-down, so that calls fail at
 // once instead of at the timeout.
@@ -58,20 +60,22 @@
 //
 // # Pipelining
 //
-// Concurrent calls on one Limiter share round trips: calls that arrive while
-// others are on the wire queue, and go to Redis together as one pipeline of
-// script calls as soon as a connection is free; a call that finds nothing in
-// flight goes out at once, alone. Every call keeps its own timeout,
-// cancellation, error, fail-strategy decision and Event. See WithPipelining
-// (on by default) and BatchAllow, for callers that hold many decisions at
-// once.
+// Concurrent calls on one Limiter share round trips, and the decisions
+// that go to Redis together are made by one script call per Redis node (per
+// slot on a Cluster): calls that arrive while others are on the wire queue
+// and go together as soon as a connection is free; a call that finds
+// nothing in flight goes out at once, alone. Every call keeps its own
+// timeout, cancellation, error, fail-strategy decision and Event. See
+// WithPipelining (on by default) and BatchAllow, for callers that hold many
+// decisions at once.
 //
 // # Observability
 //
-// Every decision is an Event published synchronously on the limiter's Bus;
+// Every decision is an Event published synchronously on the limiter's bus
+// (WithSubscribers, or WithBus to share one);
 // the subpackages of telemetry turn events into logs (slog), Prometheus
 // metrics and OpenTelemetry spans. Circuit breaker changes (BreakerChange)
 // and refunds (RefundEvent) go on the same bus, to the subscribers that
-// implement BreakerSubscriber or RefundSubscriber. This package imports neither Prometheus
-// nor OpenTelemetry.
+// implement BreakerSubscriber or RefundSubscriber. This package imports
+// neither Prometheus nor OpenTelemetry.
 package ratelimit

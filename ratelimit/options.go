@@ -270,7 +270,7 @@ func WithIdentityKey(secret []byte) Option {
 
 // WithBus makes the limiter publish its decisions on b, so that several
 // limiters share one set of subscribers. By default each limiter has a bus
-// of its own (see Limiter.Bus).
+// of its own, with the subscribers of WithSubscribers.
 func WithBus(b *Bus) Option {
 	return optionFunc(func(c *config) error {
 		if b == nil {
