@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 var windowAlgorithms = []Algorithm{SlidingWindow, SlidingLog, FixedWindow}
@@ -378,22 +376,9 @@ const aclSortedSets = "+hget +zadd +zrem +zcard +zscore +zrange +zrangebyscore +
 // aclSortedSets added.
 func TestACLEveryAlgorithm(t *testing.T) {
 	srv := redistestStart(t)
-	admin := srv.Client(t)
 	ctx := context.Background()
-	user := func(name, commands string) *redis.Client {
-		args := []any{"ACL", "SETUSER", name, "on", ">s3cret-pass", "~acl:*", "resetchannels"}
-		for _, f := range strings.Fields(commands) {
-			args = append(args, f)
-		}
-		if err := admin.Do(ctx, args...).Err(); err != nil {
-			t.Fatalf("ACL SETUSER: %v", err)
-		}
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: name, Password: "s3cret-pass", ContextTimeoutEnabled: true})
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
-	basic := user("basic", aclCommands)
-	sorted := user("sorted", aclCommands+" "+aclSortedSets)
+	basic := aclClient(t, srv, "basic", aclCommands)
+	sorted := aclClient(t, srv, "sorted", aclCommands+" "+aclSortedSets)
 	exercise := func(t *testing.T, l *Limiter) {
 		t.Helper()
 		var first Result

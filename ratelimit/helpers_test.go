@@ -211,3 +211,20 @@ func tokenBucketState(raw string) (level, last, per, expiry int64, err error) {
 func redistestTime(c redis.UniversalClient) (time.Time, error) {
 	return redistest.Time(context.Background(), c)
 }
+
+// aclClient makes a Redis ACL user name on srv, allowed commands (an ACL
+// rule list such as aclCommands) on the keys acl:*, and returns a client
+// logged in as it.
+func aclClient(t *testing.T, srv *redistest.Server, name, commands string) *redis.Client {
+	t.Helper()
+	args := []any{"ACL", "SETUSER", name, "on", ">s3cret-pass", "~acl:*", "resetchannels"}
+	for _, f := range strings.Fields(commands) {
+		args = append(args, f)
+	}
+	if err := srv.Client(t).Do(context.Background(), args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: name, Password: "s3cret-pass", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

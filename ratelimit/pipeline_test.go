@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -636,15 +635,7 @@ func TestPipelineACLNoScript(t *testing.T) {
 	srv := redistestStart(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
-	args := []any{"ACL", "SETUSER", "limiter", "on", ">s3cret-pass", "~acl:*", "resetchannels"}
-	for _, f := range strings.Fields(aclCommands) {
-		args = append(args, f)
-	}
-	if err := admin.Do(ctx, args...).Err(); err != nil {
-		t.Fatalf("ACL SETUSER: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "limiter", Password: "s3cret-pass", ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = c.Close() })
+	c := aclClient(t, srv, "limiter", aclCommands)
 	hook := &pipelineHook{}
 	c.AddHook(hook)
 	l := mustNew(t, c, PerMinute(10), WithNamespace("acl"), WithTimeout(10*time.Second))

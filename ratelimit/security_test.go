@@ -22,15 +22,7 @@ func TestACLUser(t *testing.T) {
 	srv := redistestStart(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
-	args := []any{"ACL", "SETUSER", "limiter", "on", ">s3cret-pass", "~acl:*", "resetchannels"}
-	for _, f := range strings.Fields(aclCommands) {
-		args = append(args, f)
-	}
-	if err := admin.Do(ctx, args...).Err(); err != nil {
-		t.Fatalf("ACL SETUSER: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "limiter", Password: "s3cret-pass", ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = c.Close() })
+	c := aclClient(t, srv, "limiter", aclCommands)
 	if err := c.ScriptFlush(ctx).Err(); err == nil {
 		t.Fatal("the ACL user may run SCRIPT FLUSH: the ACL is not in force")
 	}

@@ -14,22 +14,16 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/testkit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 )
 
 func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
+// newLimiter returns a limiter of one a second on a fresh miniredis, and
+// the miniredis.
 func newLimiter(t *testing.T, opts ...ratelimit.Option) (*ratelimit.Limiter, *miniredis.Miniredis) {
-	t.Helper()
-	mr := miniredis.RunT(t)
-	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
-	t.Cleanup(func() { _ = c.Close() })
-	l, err := ratelimit.New(c, ratelimit.PerSecond(1), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, mr
+	return testkit.MiniLimiter(t, ratelimit.PerSecond(1), opts...)
 }
 
 func decodeLines(t *testing.T, buf *bytes.Buffer) []map[string]any {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/leaktest"
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
+	"github.com/distributed-rate-limiter/ratelimit-go/internal/testkit"
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
 	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
 )
@@ -60,16 +61,7 @@ func TestBadOptions(t *testing.T) {
 
 // newLimiter returns a limiter on a fresh miniredis, and the miniredis.
 func newLimiter(t *testing.T, lim ratelimit.Limit, opts ...ratelimit.Option) (*ratelimit.Limiter, *miniredis.Miniredis) {
-	t.Helper()
-	mr := miniredis.RunT(t)
-	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
-	t.Cleanup(func() { _ = c.Close() })
-	l, err := ratelimit.New(c, lim, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, mr
+	return testkit.MiniLimiter(t, lim, opts...)
 }
 
 // sampledCtx returns a context holding a sampled remote span, as an HTTP
