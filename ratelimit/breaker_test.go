@@ -208,7 +208,7 @@ func TestBreakerHungRedis(t *testing.T) {
 		if !errors.As(err, &be) || be.Type != ErrorCircuitOpen || !errors.Is(err, ErrCircuitOpen) || !errors.Is(err, ErrBackend) {
 			t.Fatalf("open breaker: %v (%+v)", err, be)
 		}
-		if want := l == open; res.Allowed != want || res.FailedOpen() != want {
+		if want := l == open; res.Allowed != want || (res.Reason == ReasonFailOpen) != want {
 			t.Fatalf("%s: %+v, want the fail strategy's", l.Namespace(), res)
 		}
 		if !strings.HasPrefix(err.Error(), "ratelimit:") || ErrorTypeOf(err).String() != "circuit_open" {
@@ -322,7 +322,7 @@ func TestBreakerShared(t *testing.T) {
 	isOpen("refund", err)
 	results, err := l.BatchAllow(ctx, []Request{{"a", 1}, {"b", 1}})
 	isOpen("batch", err)
-	if len(results) != 2 || !results[0].FailedOpen() || !results[1].FailedOpen() {
+	if len(results) != 2 || results[0].Reason != ReasonFailOpen || results[1].Reason != ReasonFailOpen {
 		t.Errorf("batch results %+v", results)
 	}
 	for i, want := range []string{"a/token_bucket", "m/token_bucket m/fixed_window", "c/concurrency"} {

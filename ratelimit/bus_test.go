@@ -20,8 +20,8 @@ func TestBusOrderAndUnsubscribe(t *testing.T) {
 	unC1 := b.Subscribe(f)
 	b.Subscribe(f) // the same func twice: two subscriptions
 	b.Subscribe(nil)
-	if b.subscribers() != 4 || !b.Enabled() {
-		t.Fatalf("Len %d Enabled %v, want 4 true", b.subscribers(), b.Enabled())
+	if b.subscribers() != 4 || !b.enabled() {
+		t.Fatalf("Len %d Enabled %v, want 4 true", b.subscribers(), b.enabled())
 	}
 	b.publish(context.Background(), Event{})
 	if want := "abcc"; join(got) != want {

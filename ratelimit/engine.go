@@ -98,7 +98,7 @@ func (e *engine) localNow() time.Time {
 // startTimer returns when a call begins, or the zero time when no one is
 // listening: then nothing is timed and nothing published.
 func (e *engine) startTimer() time.Time {
-	if e.bus.Enabled() {
+	if e.bus.enabled() {
 		return time.Now()
 	}
 	return time.Time{}
@@ -125,7 +125,7 @@ func (e *engine) finish(ctx context.Context, d decided, start time.Time, res Res
 	} else if e.cfg.shadow && !res.Allowed {
 		res.Allowed, res.Reason = true, ReasonShadow
 	}
-	if !start.IsZero() || d.cached && e.bus.Enabled() {
+	if !start.IsZero() || d.cached && e.bus.enabled() {
 		ev := Event{Namespace: e.cfg.namespace, Algorithm: d.alg, Key: d.key, Cost: d.cost, Result: res, ServerAddr: e.server}
 		if !d.cached {
 			ev.Start, ev.Duration, ev.Err = callTiming(start, berr)

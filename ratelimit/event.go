@@ -125,9 +125,9 @@ func (b *Bus) remove(entry *subscription) {
 	b.subs.Store(&next)
 }
 
-// Enabled reports whether the bus has at least one subscriber. The limiter
+// enabled reports whether the bus has at least one subscriber. The limiter
 // skips timing a call when it has none.
-func (b *Bus) Enabled() bool { return b.subs.Load() != nil }
+func (b *Bus) enabled() bool { return b.subs.Load() != nil }
 
 // publishBreakerChange delivers c to every subscriber that implements
 // BreakerSubscriber, in registration order.

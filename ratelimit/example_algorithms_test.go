@@ -308,7 +308,7 @@ func ExampleWithShadow() {
 	// Roll out a new limit: decide and publish, never block yet.
 	wouldBlock := 0
 	watch := ratelimit.SubscriberFunc(func(_ context.Context, e ratelimit.Event) {
-		if e.Result.Shadowed() {
+		if e.Result.Reason == ratelimit.ReasonShadow {
 			wouldBlock++
 		}
 	})

@@ -39,7 +39,7 @@ func TestShadow(t *testing.T) {
 					if !e.Allowed {
 						wantReason = ReasonShadow
 					}
-					if s.Reason != wantReason || s.Shadowed() != !e.Allowed {
+					if s.Reason != wantReason || (s.Reason == ReasonShadow) != !e.Allowed {
 						t.Errorf("call %d: shadow reason %v, enforced allowed=%v", i, s.Reason, e.Allowed)
 					}
 					// Same state, same numbers: shadow mode spends what
@@ -54,7 +54,7 @@ func TestShadow(t *testing.T) {
 				}
 				for i, e := range events {
 					shadowed := i >= 2
-					if !e.Result.Allowed || e.Result.Shadowed() != shadowed || e.Algorithm != alg {
+					if !e.Result.Allowed || (e.Result.Reason == ReasonShadow) != shadowed || e.Algorithm != alg {
 						t.Errorf("event %d: %+v", i, e)
 					}
 					if shadowed && (e.Result.RetryAfter <= 0 || e.Result.Reason.String() != "shadow") {
@@ -73,7 +73,7 @@ func TestShadowMultiAndConcurrency(t *testing.T) {
 			m := mustNewMulti(t, b.client, []Quota{{Name: "a", Limit: PerMinute(1)}, {Name: "b", Limit: PerHour(5), Algorithm: FixedWindow}}, append(b.opts, WithShadow())...)
 			for i := range 3 {
 				res, err := m.Allow(ctx, "u")
-				if err != nil || !res.Allowed || res.Shadowed() != (i > 0) {
+				if err != nil || !res.Allowed || (res.Reason == ReasonShadow) != (i > 0) {
 					t.Fatalf("multi call %d: %+v %v", i, res, err)
 				}
 				if i > 0 && (res.Quota != "a" || res.Quotas[0].Allowed || res.Quotas[1].Remaining != 4) {
@@ -86,7 +86,7 @@ func TestShadowMultiAndConcurrency(t *testing.T) {
 				t.Fatalf("first lease: %v %v", held, err)
 			}
 			over, res, err := c.Acquire(ctx, "u", 1)
-			if err != nil || over == nil || !res.Shadowed() || over.Tracked() {
+			if err != nil || over == nil || !(res.Reason == ReasonShadow) || over.Tracked() {
 				t.Fatalf("shadow lease over max: %v %+v %v", over, res, err)
 			}
 			// An untracked lease is inert: nothing to release or extend.
@@ -470,7 +470,7 @@ func TestFailStrategiesNewLimiters(t *testing.T) {
 	srv.Stop()
 
 	lease, res, err := openC.Acquire(ctx, "u", 1)
-	if !errors.Is(err, ErrBackend) || !res.FailedOpen() || lease == nil || lease.Tracked() {
+	if !errors.Is(err, ErrBackend) || !(res.Reason == ReasonFailOpen) || lease == nil || lease.Tracked() {
 		t.Fatalf("fail-open acquire: %v %+v %v", lease, res, err)
 	}
 	if err := lease.Release(ctx); err != nil { // untracked: nothing to do, no Redis call
@@ -481,7 +481,7 @@ func TestFailStrategiesNewLimiters(t *testing.T) {
 		t.Fatalf("fail-closed acquire: %v %+v %v", lease, res, err)
 	}
 	mres, err := openM.Allow(ctx, "u")
-	if !errors.Is(err, ErrBackend) || !mres.FailedOpen() || len(mres.Quotas) != 2 || !mres.Quotas[1].FailedOpen() || mres.Quotas[1].Limit != PerDay(9) {
+	if !errors.Is(err, ErrBackend) || mres.Reason != ReasonFailOpen || len(mres.Quotas) != 2 || mres.Quotas[1].Reason != ReasonFailOpen || mres.Quotas[1].Limit != PerDay(9) {
 		t.Fatalf("fail-open multi: %+v %v", mres, err)
 	}
 	mres, err = closedM.Allow(ctx, "u")

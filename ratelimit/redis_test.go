@@ -159,7 +159,7 @@ func TestRedisDown(t *testing.T) {
 	if !errors.As(err, &be) || !errors.Is(err, ErrBackend) || (be.Type != ErrorConnection && be.Type != ErrorTimeout) {
 		t.Fatalf("fail-open error %v (%T), want a connection or timeout *BackendError", err, err)
 	}
-	if !res.Allowed || res.Reason != ReasonFailOpen || !res.FailedOpen() {
+	if !res.Allowed || res.Reason != ReasonFailOpen || !(res.Reason == ReasonFailOpen) {
 		t.Fatalf("fail-open result %+v", res)
 	}
 	res, err = closed.Allow(ctx, "u")

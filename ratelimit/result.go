@@ -76,14 +76,7 @@ type Result struct {
 	Time time.Time
 }
 
-// FailedOpen reports whether the call was allowed only because Redis failed.
-func (r Result) FailedOpen() bool { return r.Reason == ReasonFailOpen }
-
 // spent reports whether the call spent its cost in Redis: only an allowance
 // by the quota does (a shadow pass, a denial or a fail strategy's decision
 // spends nothing).
 func (r Result) spent() bool { return r.Allowed && r.Reason == ReasonQuota && !r.Time.IsZero() }
-
-// Shadowed reports whether the call was allowed only because of shadow mode:
-// the limit would have denied it.
-func (r Result) Shadowed() bool { return r.Reason == ReasonShadow }

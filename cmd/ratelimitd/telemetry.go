@@ -96,7 +96,7 @@ func (m *serviceMetrics) observe(domain string, dec Decision, mode Mode) {
 		switch {
 		case st.Rule != nil && st.Rule.Unlimited:
 			code = "unlimited"
-		case st.Shadow && !st.Result.Allowed || st.Result.Shadowed():
+		case st.Shadow && !st.Result.Allowed || (st.Result.Reason == ratelimit.ReasonShadow):
 			code = "shadow_over_limit"
 		case st.Code == CodeOverLimit:
 			code = "over_limit"
