@@ -41,26 +41,86 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 	if len(reqs) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, len(reqs))
+	keys := make([][]string, len(reqs))
 	for i, r := range reqs {
 		if err := l.checkCost(r.Cost); err != nil {
 			return nil, fmt.Errorf("%w (request %d)", err, i)
 		}
-		k, err := l.keys.key(r.Identity)
+		k, err := l.keysOf(r.Identity, new([1]string))
 		if err != nil {
 			return nil, fmt.Errorf("%w (request %d)", err, i)
 		}
 		keys[i] = k
 	}
-	ds := make([]*decision, len(reqs))
-	for i, r := range reqs {
-		ds[i] = l.decision(keys[i], r.Cost, modeSpend, nil)
+	type outcome struct {
+		res   Result
+		berr  *BackendError
+		shard int // index of the shard that decided
+		first int // the shard the request starts at
+	}
+	out := make([]outcome, len(reqs))
+	pending := make([]int, len(reqs)) // requests not decided yet
+	for i := range pending {
+		pending[i] = i
+		if l.shards > 1 {
+			out[i].first = firstShard(l.shards)
+		}
 	}
 	start := l.e.startTimer()
-	// For the breaker the batch is one call: it failed when it did not come
-	// back or any of its decisions found Redis unavailable.
-	back := false // the round trip came back: each decision has its outcome
-	failed := l.e.guard(ctx, func() *BackendError {
+	// One round trip per round: each request asks one shard (its only key,
+	// unsharded); a request denied asks its next shard in the next round,
+	// up to l.tries rounds.
+	for t := 0; t < l.tries && len(pending) > 0; t++ {
+		ds := make([]*decision, len(pending))
+		for j, i := range pending {
+			s := (out[i].first + t) % len(keys[i])
+			ds[j] = l.decision(keys[i][s], s, reqs[i].Cost, modeSpend, nil)
+		}
+		back, failed := l.roundOf(ctx, ds)
+		next := pending[:0]
+		for j, i := range pending {
+			s := (out[i].first + t) % len(keys[i])
+			if !back {
+				out[i].berr, out[i].shard = failed, s
+				continue
+			}
+			res, berr := l.result(ds[j])
+			res.shard = l.shardNo(s)
+			switch {
+			case berr != nil:
+				out[i].berr, out[i].shard = berr, s
+			case res.Allowed:
+				out[i].res, out[i].shard = res, s
+			default:
+				if t == 0 || res.RetryAfter < out[i].res.RetryAfter {
+					out[i].res, out[i].shard = res, s
+				}
+				next = append(next, i)
+			}
+		}
+		pending = next
+	}
+
+	results := make([]Result, len(reqs))
+	var first error
+	for i, o := range out {
+		d := decided{alg: l.alg, key: keys[i][o.shard], cost: reqs[i].Cost, limit: l.limit, shard: l.shardNo(o.shard)}
+		var err error
+		results[i], err = l.e.finish(ctx, d, start, o.res, o.berr)
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return results, first
+}
+
+// roundOf sends ds in one round trip through the breaker, for which the
+// round is one call: it failed when it did not come back or any of its
+// decisions found Redis unavailable. back says whether the round trip came
+// back, so that each decision holds its own outcome; if not, failed is
+// every decision's error.
+func (l *Limiter) roundOf(ctx context.Context, ds []*decision) (back bool, failed *BackendError) {
+	failed = l.e.guard(ctx, func() *BackendError {
 		if err := l.e.runDecisions(ctx, ds); err != nil {
 			return err
 		}
@@ -74,19 +134,5 @@ func (l *Limiter) BatchAllow(ctx context.Context, reqs []Request) ([]Result, err
 		}
 		return nil
 	})
-
-	results := make([]Result, len(reqs))
-	var first error
-	for i, d := range ds {
-		res, berr := Result{}, failed
-		if back {
-			res, berr = l.result(d)
-		}
-		var err error
-		results[i], err = l.e.finish(ctx, decided{alg: l.alg, key: keys[i], cost: reqs[i].Cost, limit: l.limit}, start, res, berr)
-		if err != nil && first == nil {
-			first = err
-		}
-	}
-	return results, first
+	return back, failed
 }

@@ -111,6 +111,7 @@ type decided struct {
 	key    string
 	cost   int64
 	limit  Limit
+	shard  int  // the shard that decided (Event.Shard)
 	cached bool // answered by the deny cache: published untimed
 }
 
@@ -126,7 +127,7 @@ func (e *engine) finish(ctx context.Context, d decided, start time.Time, res Res
 		res.Allowed, res.Reason = true, ReasonShadow
 	}
 	if !start.IsZero() || d.cached && e.bus.enabled() {
-		ev := Event{Namespace: e.cfg.namespace, Algorithm: d.alg, Key: d.key, Cost: d.cost, Result: res, ServerAddr: e.server}
+		ev := Event{Namespace: e.cfg.namespace, Algorithm: d.alg, Key: d.key, Cost: d.cost, Result: res, ServerAddr: e.server, Shard: d.shard}
 		if !d.cached {
 			ev.Start, ev.Duration, ev.Err = callTiming(start, berr)
 		}

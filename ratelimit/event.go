@@ -48,6 +48,10 @@ type Event struct {
 	// ServerAddr is the Redis "host:port" for a single-node client, "" when
 	// unknown (Cluster, Ring, Sentinel).
 	ServerAddr string
+	// Shard is the shard that decided, 1 to n, for a limiter with
+	// WithShards; 0 otherwise. Key is that shard's key. Fit for logs and
+	// span attributes, not for a metric label.
+	Shard int
 }
 
 // A Subscriber receives every decision published on a Bus.

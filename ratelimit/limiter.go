@@ -27,11 +27,17 @@ type Limiter struct {
 	e     *engine
 	view  bool // made by WithLimit: Close does nothing
 	limit Limit
-	pol   policy
 	keys  *keyer
 	alg   Algorithm
-	// The limit's script parameters, boxed once: algorithm id, a, b, c.
-	argAlg, argA, argB, argC any
+	// capacity is the most one call may cost: the burst, or the smallest
+	// shard's (WithShards); caps holds each shard's.
+	capacity int64
+	caps     []int64
+	// args are the script parameters of the limit, or of each shard's part
+	// of it, boxed once: algorithm id, a, b, c.
+	args [][4]any
+	// shards and tries: WithShards and WithShardTries; 1 and 1 unsharded.
+	shards, tries int
 }
 
 // New returns a Limiter enforcing limit on Redis through client: a
@@ -53,23 +59,46 @@ func New(client redis.UniversalClient, limit Limit, opts ...Option) (*Limiter, e
 	if err != nil {
 		return nil, err
 	}
-	pol, err := cfg.algorithm.prepare(limit)
-	if err != nil {
-		return nil, err
-	}
 	l := &Limiter{
-		e:      newEngine(client, cfg, cfg.algorithm),
 		keys:   newKeyer(cfg.namespace+":"+cfg.algorithm.String()+":", cfg.secret),
 		alg:    cfg.algorithm,
-		argAlg: cfg.algorithm.scriptID(),
+		shards: max(cfg.shards, 1),
 	}
-	l.setLimit(limit, pol)
+	l.tries = l.shards
+	if cfg.shardTries > 0 {
+		if cfg.shardTries > l.shards {
+			return nil, fmt.Errorf("%w: %d shard tries for %d shards", ErrInvalidOption, cfg.shardTries, l.shards)
+		}
+		l.tries = cfg.shardTries
+	}
+	if err := l.setLimit(limit); err != nil {
+		return nil, err
+	}
+	l.e = newEngine(client, cfg, cfg.algorithm)
 	return l, nil
 }
 
-func (l *Limiter) setLimit(limit Limit, pol policy) {
-	l.limit, l.pol = limit, pol
-	l.argA, l.argB, l.argC = pol.a, pol.b, pol.c
+// setLimit prepares limit (or each shard's part of it) for the scripts.
+func (l *Limiter) setLimit(limit Limit) error {
+	var pols []policy
+	if l.shards > 1 {
+		var err error
+		if pols, err = shardPolicies(l.alg, limit, l.shards); err != nil {
+			return err
+		}
+	} else {
+		pol, err := l.alg.prepare(limit)
+		if err != nil {
+			return err
+		}
+		pols = []policy{pol}
+	}
+	l.limit, l.capacity = limit, pols[len(pols)-1].capacity
+	l.args, l.caps = make([][4]any, len(pols)), make([]int64, len(pols))
+	for i, p := range pols {
+		l.args[i], l.caps[i] = [4]any{l.alg.scriptID(), p.a, p.b, p.c}, p.capacity
+	}
+	return nil
 }
 
 // NewFromURL connects to the Redis at rawURL (redis://[user:password@]host:port/db,
@@ -148,13 +177,11 @@ func (l *Limiter) Close() error {
 // The error wraps ErrInvalidLimit when limit cannot be enforced by l's
 // algorithm. The view's Close does nothing.
 func (l *Limiter) WithLimit(limit Limit) (*Limiter, error) {
-	pol, err := l.alg.prepare(limit)
-	if err != nil {
-		return nil, err
-	}
 	view := *l
 	view.view = true
-	view.setLimit(limit, pol)
+	if err := view.setLimit(limit); err != nil {
+		return nil, err
+	}
 	return &view, nil
 }
 
@@ -168,9 +195,17 @@ func (l *Limiter) Namespace() string { return l.e.cfg.namespace }
 func (l *Limiter) Algorithm() Algorithm { return l.alg }
 
 // Key returns the Redis key that holds identity's state, for operators and
-// tests. It is the hashed form; the identity itself is never stored. The
-// SlidingLog algorithm keeps a second key beside it, Key + ":meta".
-func (l *Limiter) Key(identity string) (string, error) { return l.keys.key(identity) }
+// tests (with WithShards, the first shard's). It is the hashed form; the
+// identity itself is never stored. The SlidingLog algorithm keeps a second
+// key beside it, Key + ":meta".
+func (l *Limiter) Key(identity string) (string, error) {
+	var buf [1]string
+	keys, err := l.keysOf(identity, &buf)
+	if err != nil {
+		return "", err
+	}
+	return keys[0], nil
+}
 
 // scriptKeys returns the keys of key's state: key alone, or key and its
 // meta key (one hash tag, so one Cluster slot).
@@ -200,51 +235,128 @@ func (l *Limiter) AllowN(ctx context.Context, identity string, cost int64) (Resu
 	if err := l.checkCost(cost); err != nil {
 		return Result{}, err
 	}
-	key, err := l.keys.key(identity)
+	var buf [1]string
+	keys, err := l.keysOf(identity, &buf)
 	if err != nil {
 		return Result{}, err
 	}
-	d := decided{alg: l.alg, key: key, cost: cost, limit: l.limit}
+	d := decided{alg: l.alg, key: keys[0], cost: cost, limit: l.limit}
 	cache := l.e.denials
 	if cache != nil && cost > 0 {
-		if res, ok := cache.get(key, l.limit, cost, l.e.localNow()); ok {
+		if res, ok := cache.get(keys[0], l.limit, cost, l.e.localNow()); ok {
 			d.cached = true
 			return l.e.finish(ctx, d, time.Time{}, res, nil)
 		}
 	}
 	start := l.e.startTimer()
-	res, berr := l.run(ctx, l.decision(key, cost, modeSpend, nil))
+	res, shard, berr := l.spend(ctx, keys, cost)
+	d.key, d.shard = keys[shard], res.shard
 	if cache != nil && berr == nil && !res.Allowed {
-		cache.put(key, l.limit, cost, res, l.e.localNow())
+		cache.put(keys[0], l.limit, cost, res, l.e.localNow())
 	}
 	return l.e.finish(ctx, d, start, res, berr)
 }
 
+// spend asks identity's shards (its one key, unsharded) for cost, from a
+// random one on, until one allows or l.tries have denied; it returns the
+// Result and the index of the shard that decided: the one that allowed, or
+// of the denials the one that can take the cost soonest.
+func (l *Limiter) spend(ctx context.Context, keys []string, cost int64) (Result, int, *BackendError) {
+	first := 0
+	if len(keys) > 1 {
+		first = firstShard(len(keys))
+	}
+	var (
+		best  Result
+		which int
+	)
+	for t := range l.tries {
+		i := (first + t) % len(keys)
+		res, berr := l.run(ctx, l.decision(keys[i], i, cost, modeSpend, nil))
+		if berr != nil {
+			return Result{}, i, berr
+		}
+		res.shard = l.shardNo(i)
+		if res.Allowed {
+			return res, i, nil
+		}
+		if t == 0 || res.RetryAfter < best.RetryAfter {
+			best, which = res, i
+		}
+	}
+	return best, which, nil
+}
+
+// shardNo is the number a Result and an Event give shard i: 1 to n, or 0
+// unsharded.
+func (l *Limiter) shardNo(i int) int {
+	if l.shards > 1 {
+		return i + 1
+	}
+	return 0
+}
+
+// keysOf returns the keys of identity's state: one, or one per shard. The
+// one key goes into buf, so that an unsharded call allocates no slice.
+func (l *Limiter) keysOf(identity string, buf *[1]string) ([]string, error) {
+	if l.shards > 1 {
+		return l.keys.shardKeys(identity, l.shards)
+	}
+	key, err := l.keys.key(identity)
+	if err != nil {
+		return nil, err
+	}
+	buf[0] = key
+	return buf[:], nil
+}
+
 // Peek returns what Allow would decide now, without spending anything and
 // without publishing an event. When Redis does not decide, the Result is as
-// for AllowN.
+// for AllowN. With WithShards it reads every shard: Remaining is the sum of
+// theirs, and a call of one unit is allowed when any shard has it.
 func (l *Limiter) Peek(ctx context.Context, identity string) (Result, error) {
-	key, err := l.keys.key(identity)
+	var buf [1]string
+	keys, err := l.keysOf(identity, &buf)
 	if err != nil {
 		return Result{}, err
 	}
-	res, berr := l.run(ctx, l.decision(key, 1, modePeek, nil))
-	if berr != nil {
-		return l.e.failResult(ctx, l.limit), berr
+	var total Result
+	for i, key := range keys {
+		res, berr := l.run(ctx, l.decision(key, i, 1, modePeek, nil))
+		if berr != nil {
+			return l.e.failResult(ctx, l.limit), berr
+		}
+		if i == 0 {
+			total = res
+			continue
+		}
+		total.Remaining += res.Remaining
+		total.ResetAfter = max(total.ResetAfter, res.ResetAfter)
+		switch {
+		case res.Allowed && !total.Allowed:
+			total.Allowed, total.RetryAfter = true, 0
+		case !res.Allowed && !total.Allowed:
+			total.RetryAfter = min(total.RetryAfter, res.RetryAfter)
+		}
 	}
-	return res, nil
+	return total, nil
 }
 
 // Reset forgets identity's state: its next call starts with a full burst.
 func (l *Limiter) Reset(ctx context.Context, identity string) error {
-	key, err := l.keys.key(identity)
+	var buf [1]string
+	keys, err := l.keysOf(identity, &buf)
 	if err != nil {
 		return err
 	}
 	if l.e.denials != nil {
-		l.e.denials.forget(key)
+		l.e.denials.forget(keys[0])
 	}
-	return l.e.del(ctx, l.scriptKeys(key))
+	var all []string
+	for _, k := range keys {
+		all = append(all, l.scriptKeys(k)...)
+	}
+	return l.e.del(ctx, all)
 }
 
 // Wait blocks until identity may spend cost, spends it and returns the
@@ -290,8 +402,8 @@ func (l *Limiter) checkCost(cost int64) error {
 	if cost < 0 {
 		return fmt.Errorf("%w: cost %d is negative", ErrInvalidCost, cost)
 	}
-	if cost > l.pol.capacity {
-		return fmt.Errorf("%w: cost %d is above the burst %d and could never be allowed", ErrInvalidCost, cost, l.pol.capacity)
+	if cost > l.capacity {
+		return fmt.Errorf("%w: cost %d is above the burst %d and could never be allowed", ErrInvalidCost, cost, l.capacity)
 	}
 	return nil
 }
@@ -305,14 +417,16 @@ type refundArgs struct {
 	keepMS  int64
 }
 
-// decision builds the decide.lua call of one decision for key.
-func (l *Limiter) decision(key string, cost int64, m mode, refund *refundArgs) *decision {
+// decision builds the decide.lua call of one decision for key, of shard i
+// (0 unsharded).
+func (l *Limiter) decision(key string, i int, cost int64, m mode, refund *refundArgs) *decision {
 	d := &decision{nargs: 6, now: l.e.nowArg()}
 	d.keys = append(d.keyArr[:0], key)
 	if l.alg.twoKeys() {
 		d.keys = append(d.keys, key+metaSuffix)
 	}
-	d.args[0], d.args[1], d.args[2], d.args[3], d.args[4], d.args[5] = l.argAlg, l.argA, l.argB, l.argC, cost, int64(m)
+	a := &l.args[i]
+	d.args[0], d.args[1], d.args[2], d.args[3], d.args[4], d.args[5] = a[0], a[1], a[2], a[3], cost, int64(m)
 	if refund != nil {
 		d.keys = append(d.keys, refund.key)
 		d.args[6], d.args[7], d.nargs = refund.spentAt, refund.keepMS, 8

@@ -77,6 +77,8 @@ type config struct {
 	// (WithStrictSlots).
 	strictSlots bool
 	denyCache   int // WithDenyCache: most keys remembered; 0: off
+	shards      int // WithShards; 0: not given
+	shardTries  int // WithShardTries; 0: not given (every shard)
 }
 
 func defaultConfig() config {
@@ -117,6 +119,8 @@ func newConfig(ctor constructor, opts []Option) (config, error) {
 	for _, err := range []error{
 		only(cfg.algSet, "WithAlgorithm", forNew),
 		only(cfg.denyCache > 0, "WithDenyCache", forNew),
+		only(cfg.shards > 0, "WithShards", forNew),
+		only(cfg.shardTries > 0, "WithShardTries", forNew),
 		only(cfg.leaseTTL != 0, "WithLeaseTTL", forConcurrency),
 		only(cfg.strictSlots, "WithStrictSlots", forCharger),
 	} {

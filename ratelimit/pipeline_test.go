@@ -223,7 +223,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 		key, _ := l.Key("id-" + strconv.Itoa(i))
 		keys = append(keys, key)
 		calls = append(calls, &scriptCall{script: decideScript,
-			cmd: newDecideCmd(ctx, []*decision{l.decision(key, 3, modeSpend, nil)})})
+			cmd: newDecideCmd(ctx, []*decision{l.decision(key, 0, 3, modeSpend, nil)})})
 	}
 	l.e.pipelined(ctx, calls)
 	if flush == nil || flush.Err() != nil {

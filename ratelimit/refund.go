@@ -46,26 +46,37 @@ import (
 // was given back. An amount below zero or above the burst is an error
 // wrapping ErrInvalidCost (not published); an amount of 0 changes nothing.
 func (l *Limiter) Refund(ctx context.Context, identity string, spent Result, amount int64) (Result, error) {
-	if amount < 0 || amount > l.pol.capacity {
-		return Result{}, fmt.Errorf("%w: refund %d must be between 0 and the burst %d", ErrInvalidCost, amount, l.pol.capacity)
+	if amount < 0 || amount > l.limit.Capacity() {
+		return Result{}, fmt.Errorf("%w: refund %d must be between 0 and the burst %d", ErrInvalidCost, amount, l.limit.Capacity())
 	}
-	key, err := l.keys.key(identity)
+	var buf [1]string
+	keys, err := l.keysOf(identity, &buf)
 	if err != nil {
 		return Result{}, err
 	}
 	if !spent.spent() {
 		return Result{}, nil
 	}
+	i := 0
+	if l.shards > 1 {
+		if spent.shard < 1 || spent.shard > len(keys) {
+			return Result{}, fmt.Errorf("%w: refund on %d shards of a Result that names shard %d: pass the Result this limiter's AllowN returned",
+				ErrInvalidCost, len(keys), spent.shard)
+		}
+		i = spent.shard - 1
+	}
+	amount = min(amount, l.caps[i]) // a shard holds no more than its burst
 	if l.e.denials != nil {
-		l.e.denials.forget(key)
+		l.e.denials.forget(keys[0])
 	}
 	start := l.e.startTimer()
-	res, berr := l.run(ctx, l.decision(key, amount, modeRefund,
-		&refundArgs{key: newRefundKey(key), spentAt: spent.Time.UnixMicro(), keepMS: l.e.refundMemoryMS()}))
+	res, berr := l.run(ctx, l.decision(keys[i], i, amount, modeRefund,
+		&refundArgs{key: newRefundKey(keys[i]), spentAt: spent.Time.UnixMicro(), keepMS: l.e.refundMemoryMS()}))
 	if berr != nil {
 		res = Result{}
 	}
-	l.e.publishRefund(ctx, l.alg, key, amount, start, res, berr)
+	res.shard = spent.shard
+	l.e.publishRefund(ctx, l.alg, keys[i], amount, start, res, berr)
 	if berr != nil {
 		return Result{}, berr
 	}

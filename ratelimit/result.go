@@ -74,6 +74,8 @@ type Result struct {
 	// microsecond. Refund uses it to find what the call spent. It is zero
 	// when Redis did not decide.
 	Time time.Time
+
+	shard int // the shard that decided (WithShards), 1 to n; 0 unsharded
 }
 
 // spent reports whether the call spent its cost in Redis: only an allowance

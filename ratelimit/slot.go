@@ -16,17 +16,4 @@ func hashTag(key string) string {
 
 // slotOf returns key's Redis Cluster slot: CRC16 (XMODEM) of its hash tag,
 // modulo 16384.
-func slotOf(key string) uint16 {
-	var crc uint16
-	for _, b := range []byte(hashTag(key)) {
-		crc ^= uint16(b) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc & 16383
-}
+func slotOf(key string) uint16 { return crc16([]byte(hashTag(key)), 0) & 16383 }
