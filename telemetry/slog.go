@@ -176,7 +176,7 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 			return
 		}
 	}
-	attrs := [13]slog.Attr{
+	attrs := [14]slog.Attr{
 		slog.String("namespace", e.Namespace),
 		slog.String("algorithm", e.Algorithm.String()),
 		slog.String("key", e.Key),
@@ -190,6 +190,10 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 	n := 9
 	if e.Result.Quota != "" { // a MultiLimiter's deciding quota: a configured name
 		attrs[n] = slog.String("quota", e.Result.Quota)
+		n++
+	}
+	if e.Shard > 0 { // the shard that decided (ratelimit.WithShards)
+		attrs[n] = slog.Int("shard", e.Shard)
 		n++
 	}
 	if e.Err != nil {

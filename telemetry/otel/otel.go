@@ -45,6 +45,9 @@ const (
 	// CircuitStateKey is the state a circuit breaker changed to:
 	// "closed", "open" or "half_open" (see ratelimit.WithBreaker).
 	CircuitStateKey = attribute.Key("ratelimit.circuit.state")
+	// ShardKey is the shard that decided, for a limiter with
+	// ratelimit.WithShards (a span attribute, never a metric's).
+	ShardKey = attribute.Key("ratelimit.shard")
 )
 
 // Values of DecisionKey.
@@ -373,6 +376,9 @@ const EventName = "ratelimit"
 // decisionAttrs appends the decision's own attributes to attrs.
 func decisionAttrs(attrs []attribute.KeyValue, e ratelimit.Event, be *ratelimit.BackendError, errType ratelimit.ErrorType) []attribute.KeyValue {
 	attrs = append(attrs, CostKey.Int64(e.Cost))
+	if e.Shard > 0 {
+		attrs = append(attrs, ShardKey.Int(e.Shard))
+	}
 	if e.Err == nil {
 		attrs = append(attrs, RemainingKey.Int64(e.Result.Remaining))
 		if !e.Result.Allowed || e.Result.Reason == ratelimit.ReasonShadow { // a shadow pass keeps its denial's RetryAfter

@@ -3,6 +3,7 @@ package otel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -453,6 +454,32 @@ func TestMetricsOnlyNoAllocs(t *testing.T) {
 	for name, e := range map[string]ratelimit.Event{"allowed": ev, "failed": failed} {
 		if n := testing.AllocsPerRun(200, func() { h.sub.OnDecision(ctx, e) }); n != 0 {
 			t.Errorf("%s: %v allocations per decision, want 0", name, n)
+		}
+	}
+}
+
+// TestShardAttribute: a decision of a sharded limiter names its shard on
+// the span, and no metric carries it.
+func TestShardAttribute(t *testing.T) {
+	h := newHarness(t)
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "request")
+	h.sub.OnDecision(ctx, ratelimit.Event{Namespace: "hot", Algorithm: ratelimit.TokenBucket, Cost: 1, Shard: 2,
+		Result: ratelimit.Result{Allowed: true, Remaining: 3}, Start: time.Now(), Duration: time.Millisecond})
+	parent.End()
+	var found bool
+	for _, s := range h.spans.Ended() {
+		for _, a := range s.Attributes() {
+			if a.Key == ShardKey && a.Value.AsInt64() == 2 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no span with ratelimit.shard = 2")
+	}
+	for _, m := range h.metrics(t).Metrics {
+		if strings.Contains(fmt.Sprint(m.Data), "ratelimit.shard") {
+			t.Errorf("metric %s carries the shard", m.Name)
 		}
 	}
 }
