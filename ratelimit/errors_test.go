@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -19,5 +20,17 @@ func TestErrorTypeOf(t *testing.T) {
 	}
 	if got := ErrorTypeOf(nil); got != ErrorOther {
 		t.Errorf("ErrorTypeOf(nil) = %v, want other", got)
+	}
+}
+
+// TestNameErrorShowsTheCharacter: a name with a character out of range names
+// that character, not one byte of its UTF-8 encoding.
+func TestNameErrorShowsTheCharacter(t *testing.T) {
+	_, err := newConfig(forNew, []Option{WithNamespace("ümlaut")})
+	if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), `'ü' at byte 0`) {
+		t.Fatalf("namespace ümlaut: %v", err)
+	}
+	if err := validQuotaName("a€b"); !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), `'€' at byte 1`) {
+		t.Fatalf("quota name a€b: %v", err)
 	}
 }

@@ -158,11 +158,8 @@ func validQuotaName(name string) error {
 	if name == "" || len(name) > maxQuotaNameLen {
 		return fmt.Errorf("%w: quota name %q must be 1 to %d bytes", ErrInvalidLimit, name, maxQuotaNameLen)
 	}
-	for i := 0; i < len(name); i++ {
-		b := name[i]
-		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '-' || b == '.') {
-			return fmt.Errorf("%w: quota name %q has %q at byte %d (allowed: letters, digits, '_', '-', '.')", ErrInvalidLimit, name, b, i)
-		}
+	if i, r, bad := badNameRune(name); bad {
+		return fmt.Errorf("%w: quota name %q has %q at byte %d (allowed: ASCII letters, digits, '_', '-', '.')", ErrInvalidLimit, name, r, i)
 	}
 	return nil
 }

@@ -156,11 +156,8 @@ func validNamespace(ns string) error {
 	if ns == "" || len(ns) > maxNamespaceLen {
 		return fmt.Errorf("%w: namespace %q must be 1 to %d bytes", ErrInvalidOption, ns, maxNamespaceLen)
 	}
-	for i := 0; i < len(ns); i++ {
-		b := ns[i]
-		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '-' || b == '.') {
-			return fmt.Errorf("%w: namespace %q has %q at byte %d (allowed: letters, digits, '_', '-', '.')", ErrInvalidOption, ns, b, i)
-		}
+	if i, r, bad := badNameRune(ns); bad {
+		return fmt.Errorf("%w: namespace %q has %q at byte %d (allowed: ASCII letters, digits, '_', '-', '.')", ErrInvalidOption, ns, r, i)
 	}
 	return nil
 }
@@ -317,4 +314,16 @@ func WithPipelining(on bool) Option {
 		c.noPipelining = !on
 		return nil
 	})
+}
+
+// badNameRune returns the first character of a namespace or quota name that
+// is not an ASCII letter, digit, '_', '-' or '.', as a character (not one
+// byte of it), with its byte offset.
+func badNameRune(name string) (at int, r rune, bad bool) {
+	for i, r := range name {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return i, r, true
+		}
+	}
+	return 0, 0, false
 }

@@ -68,18 +68,89 @@ const DefaultErrorInterval = time.Second
 // so that an outage under heavy traffic writes a line a second rather than
 // one per request: the logs must not become the next outage. The next line
 // logged carries "suppressed", the number of lines skipped since the last
-// one. An interval of 0 logs every backend error, and so does a negative
-// one. Allowed and blocked decisions are never sampled.
+// one. An interval of 0 (or less) logs every backend error.
 func WithErrorInterval(d time.Duration) SlogOption {
 	return func(s *slogSubscriber) { s.errEvery = max(d, 0) }
 }
 
+// DefaultBlockInterval is how often Slog logs a blocked decision, at most,
+// for each key (identity), unless WithBlockInterval says otherwise.
+const DefaultBlockInterval = time.Second
+
+// WithBlockInterval makes Slog log at most one blocked line (MsgBlocked,
+// MsgShadow) per interval for each key, so that one client hammering over
+// its limit writes a line a second, not one per request (default
+// DefaultBlockInterval); the next line of that key carries "suppressed".
+// It remembers the keys of the last interval only (at most 10,000; past
+// that, blocks are logged unsampled until the oldest keys expire). An
+// interval of 0 (or less) logs every blocked decision. Allowed decisions are
+// never sampled.
+func WithBlockInterval(d time.Duration) SlogOption {
+	return func(s *slogSubscriber) { s.blockEvery = max(d, 0) }
+}
+
+// WithContextAttrs adds to every line the attributes f finds in the
+// decision's context: the route or policy of the request, from the HTTP
+// middleware (httplimit.LogAttrs), or the caller's own. f must be fast.
+func WithContextAttrs(f func(ctx context.Context) []slog.Attr) SlogOption {
+	return func(s *slogSubscriber) { s.ctxAttrs = f }
+}
+
 type slogSubscriber struct {
-	logger   *slog.Logger
-	levels   Levels
-	errEvery time.Duration
-	errGates sync.Map         // errGateKey -> *errGate
-	now      func() time.Time // tests move it
+	logger     *slog.Logger
+	levels     Levels
+	errEvery   time.Duration
+	errGates   sync.Map // errGateKey -> *errGate
+	blockEvery time.Duration
+	blocks     blockGates
+	ctxAttrs   func(context.Context) []slog.Attr
+	now        func() time.Time // tests move it
+}
+
+// maxBlockGates bounds the keys whose blocked lines are sampled.
+const maxBlockGates = 10_000
+
+// blockGates lets one blocked line through per interval and key.
+type blockGates struct {
+	mu    sync.Mutex
+	gates map[string]*blockGate
+}
+
+type blockGate struct {
+	next       int64 // unix ns before which lines are suppressed
+	suppressed int64
+}
+
+// admit reports whether a blocked line of key may be logged at now, and how
+// many were suppressed before it.
+func (b *blockGates) admit(key string, now int64, every time.Duration) (suppressed int64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gates == nil {
+		b.gates = make(map[string]*blockGate)
+	}
+	g := b.gates[key]
+	if g == nil {
+		if len(b.gates) >= maxBlockGates {
+			for k, old := range b.gates { // forget keys quiet for an interval
+				if now >= old.next {
+					delete(b.gates, k)
+				}
+			}
+			if len(b.gates) >= maxBlockGates {
+				return 0, true
+			}
+		}
+		g = &blockGate{}
+		b.gates[key] = g
+	}
+	if now < g.next {
+		g.suppressed++
+		return 0, false
+	}
+	g.next = now + int64(every)
+	suppressed, g.suppressed = g.suppressed, 0
+	return suppressed, true
 }
 
 type errGateKey struct {
@@ -118,12 +189,14 @@ func (s *slogSubscriber) admitError(namespace string, alg ratelimit.Algorithm) (
 // Slog returns a Subscriber that logs every decision to logger, at the
 // level of its kind (see Levels), with these attributes: namespace,
 // algorithm, key (the hashed Redis key, never the identity), cost,
-// allowed, reason, remaining, retry_after, duration, quota (for a
-// MultiLimiter, the quota that decided), and for backend failures error and
-// error_type. The logger's handler receives the caller's
-// context, so a trace-aware handler can add trace and span ids. Backend
-// errors are logged at most once a second per namespace and algorithm (see
-// WithErrorInterval). The Subscriber also logs circuit breaker changes
+// allowed, reason, remaining, retry_after and duration (as text with their
+// unit, "784ms"), quota (for a MultiLimiter, the quota that decided), shard
+// (WithShards), for backend failures error and error_type, and those of
+// WithContextAttrs. The logger's handler receives the caller's context, so
+// a trace-aware handler can add trace and span ids. Backend errors are
+// logged at most once a second per namespace and algorithm (see
+// WithErrorInterval), blocked decisions at most once a second per key (see
+// WithBlockInterval). The Subscriber also logs circuit breaker changes
 // (MsgCircuit) and refunds (MsgRefund).
 //
 // The key is a SHA-256 of the identity unless the limiter has
@@ -138,7 +211,7 @@ func Slog(logger *slog.Logger, opts ...SlogOption) ratelimit.Subscriber {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &slogSubscriber{logger: logger, levels: DefaultLevels, errEvery: DefaultErrorInterval, now: time.Now}
+	s := &slogSubscriber{logger: logger, levels: DefaultLevels, errEvery: DefaultErrorInterval, blockEvery: DefaultBlockInterval, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
@@ -170,9 +243,15 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		return
 	}
 	var suppressed int64
-	if e.Err != nil {
+	switch {
+	case e.Err != nil:
 		var ok bool
 		if suppressed, ok = s.admitError(e.Namespace, e.Algorithm); !ok {
+			return
+		}
+	case msg != MsgAllowed && s.blockEvery > 0:
+		var ok bool
+		if suppressed, ok = s.blocks.admit(e.Key, s.now().UnixNano(), s.blockEvery); !ok {
 			return
 		}
 	}
@@ -184,8 +263,8 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		slog.Bool("allowed", e.Result.Allowed),
 		slog.String("reason", e.Result.Reason.String()),
 		slog.Int64("remaining", e.Result.Remaining),
-		slog.Duration("retry_after", e.Result.RetryAfter),
-		slog.Duration("duration", e.Duration),
+		slog.String("retry_after", e.Result.RetryAfter.String()),
+		slog.String("duration", e.Duration.String()),
 	}
 	n := 9
 	if e.Result.Quota != "" { // a MultiLimiter's deciding quota: a configured name
@@ -200,12 +279,20 @@ func (s *slogSubscriber) OnDecision(ctx context.Context, e ratelimit.Event) {
 		attrs[n] = slog.String("error", e.Err.Error())
 		attrs[n+1] = slog.String("error_type", ratelimit.ErrorTypeOf(e.Err).String())
 		n += 2
-		if suppressed > 0 {
-			attrs[n] = slog.Int64("suppressed", suppressed)
-			n++
-		}
 	}
-	s.logger.LogAttrs(ctx, level, msg, attrs[:n]...)
+	if suppressed > 0 {
+		attrs[n] = slog.Int64("suppressed", suppressed)
+		n++
+	}
+	s.log(ctx, level, msg, attrs[:n])
+}
+
+// log writes one line, with the context's attributes (WithContextAttrs).
+func (s *slogSubscriber) log(ctx context.Context, level slog.Level, msg string, attrs []slog.Attr) {
+	if s.ctxAttrs != nil {
+		attrs = append(attrs, s.ctxAttrs(ctx)...)
+	}
+	s.logger.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // OnBreakerChange logs a circuit breaker's change of state: at Warn when it
@@ -232,7 +319,7 @@ func (s *slogSubscriber) OnBreakerChange(ctx context.Context, c ratelimit.Breake
 		attrs[n+1] = slog.String("error_type", ratelimit.ErrorTypeOf(c.Err).String())
 		n += 2
 	}
-	s.logger.LogAttrs(ctx, level, MsgCircuit, attrs[:n]...)
+	s.log(ctx, level, MsgCircuit, attrs[:n])
 }
 
 // OnRefundEvent logs a refund with its namespace, algorithm, key, amount,
@@ -260,7 +347,7 @@ func (s *slogSubscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEv
 		slog.String("key", r.Key),
 		slog.Int64("amount", r.Amount),
 		slog.Int64("remaining", r.Result.Remaining),
-		slog.Duration("duration", r.Duration),
+		slog.String("duration", r.Duration.String()),
 	}
 	n := 6
 	if r.Result.Quota != "" {
@@ -276,7 +363,7 @@ func (s *slogSubscriber) OnRefundEvent(ctx context.Context, r ratelimit.RefundEv
 			n++
 		}
 	}
-	s.logger.LogAttrs(ctx, level, MsgRefund, attrs[:n]...)
+	s.log(ctx, level, MsgRefund, attrs[:n])
 }
 
 var (

@@ -87,8 +87,8 @@ func TestSlogLevelsAndAttrs(t *testing.T) {
 			t.Errorf("line %d lacks error attrs: %v", i, l)
 		}
 	}
-	if lines[1]["retry_after"] != float64(time.Second) {
-		t.Errorf("retry_after %v, want 1s in ns", lines[1]["retry_after"])
+	if lines[1]["retry_after"] != "1s" || lines[1]["duration"] == nil {
+		t.Errorf("retry_after %v, duration %v, want 1s and a duration with its unit", lines[1]["retry_after"], lines[1]["duration"])
 	}
 }
 
@@ -196,8 +196,8 @@ func TestFanoutFilterRecover(t *testing.T) {
 func TestSlogQuota(t *testing.T) {
 	var buf bytes.Buffer
 	sub := Slog(slog.New(slog.NewJSONHandler(&buf, nil)))
-	sub.OnDecision(context.Background(), ratelimit.Event{Result: ratelimit.Result{Allowed: false, Quota: "daily"}})
-	sub.OnDecision(context.Background(), ratelimit.Event{Result: ratelimit.Result{Allowed: false}})
+	sub.OnDecision(context.Background(), ratelimit.Event{Key: "a", Result: ratelimit.Result{Allowed: false, Quota: "daily"}})
+	sub.OnDecision(context.Background(), ratelimit.Event{Key: "b", Result: ratelimit.Result{Allowed: false}})
 	lines := decodeLines(t, &buf)
 	if len(lines) != 2 || lines[0]["quota"] != "daily" {
 		t.Fatalf("lines %v, want the deciding quota on the first", lines)
@@ -213,7 +213,7 @@ func TestSlogQuota(t *testing.T) {
 func TestSlogErrorInterval(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).(*slogSubscriber)
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), WithBlockInterval(0)).(*slogSubscriber)
 	sub.now = func() time.Time { return now }
 	fail := func(ns string) ratelimit.Event {
 		return ratelimit.Event{Namespace: ns, Result: ratelimit.Result{Allowed: true, Reason: ratelimit.ReasonFailOpen},
@@ -275,5 +275,53 @@ func TestSlogShadow(t *testing.T) {
 	}
 	if l := lines[0]; l["level"] != "INFO" || l["msg"] != MsgShadow || l["reason"] != "shadow" || l["allowed"] != true || l["retry_after"] == 0.0 {
 		t.Errorf("shadow line %v", l)
+	}
+}
+
+// TestSlogBlockInterval: a key hammering over its limit is logged once an
+// interval, the next line counting the lines it stands for; another key has
+// its own gate; allowed decisions are never sampled; the context's
+// attributes (WithContextAttrs) go on every line.
+func TestSlogBlockInterval(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	route := func(ctx context.Context) []slog.Attr { return []slog.Attr{slog.String("route", "GET /api")} }
+	sub := Slog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), WithContextAttrs(route)).(*slogSubscriber)
+	sub.now = func() time.Time { return now }
+	ctx := context.Background()
+	blocked := func(key string) ratelimit.Event {
+		return ratelimit.Event{Key: key, Result: ratelimit.Result{Allowed: false, Reason: ratelimit.ReasonQuota, RetryAfter: 784 * time.Millisecond}}
+	}
+	for range 20 {
+		sub.OnDecision(ctx, blocked("abuser"))
+		sub.OnDecision(ctx, ratelimit.Event{Key: "abuser", Result: ratelimit.Result{Allowed: true}})
+	}
+	sub.OnDecision(ctx, blocked("other"))
+	now = now.Add(DefaultBlockInterval)
+	sub.OnDecision(ctx, blocked("abuser"))
+	var blocks, allowed int
+	var suppressed []any
+	for _, l := range decodeLines(t, &buf) {
+		if l["route"] != "GET /api" {
+			t.Errorf("line without the context's route: %v", l)
+		}
+		switch l["msg"] {
+		case MsgBlocked:
+			blocks++
+			if l["key"] == "abuser" {
+				suppressed = append(suppressed, l["suppressed"])
+			}
+			if l["retry_after"] != "784ms" {
+				t.Errorf("retry_after %v, want 784ms", l["retry_after"])
+			}
+		case MsgAllowed:
+			allowed++
+		}
+	}
+	if blocks != 3 || allowed != 20 {
+		t.Fatalf("%d blocked and %d allowed lines, want 3 and 20:\n%s", blocks, allowed, buf.String())
+	}
+	if len(suppressed) != 2 || suppressed[0] != nil || suppressed[1] != 19.0 {
+		t.Fatalf("suppressed counts of the abuser %v, want [<nil> 19]", suppressed)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -249,10 +250,11 @@ func (m *Middleware) Admit(w http.ResponseWriter, r *http.Request, cost int64) (
 		res     ratelimit.Result
 		release func()
 	)
+	ctx := &logContext{r.Context(), m.cfg.policy, r.Pattern}
 	if h, ok := m.lim.(holder); ok {
-		res, release, err = h.hold(r.Context(), id, cost)
+		res, release, err = h.hold(ctx, id, cost)
 	} else {
-		res, err = m.lim.AllowN(r.Context(), id, cost)
+		res, err = m.lim.AllowN(ctx, id, cost)
 	}
 	if err != nil && !errors.Is(err, ratelimit.ErrBackend) {
 		m.cfg.onError(w, r, err) // bad input: a cost above the burst, an over-long identity
@@ -303,4 +305,40 @@ func (m *Middleware) partitionKey(id string) []byte {
 	mac := hmac.New(sha256.New, m.cfg.pkSecret)
 	mac.Write([]byte(id))
 	return mac.Sum(nil)[:12]
+}
+
+type logKey struct{}
+
+// logContext carries the Middleware's policy and the request's route to the
+// limiter's subscribers, for LogAttrs, during the decision.
+type logContext struct {
+	context.Context
+	policy, route string
+}
+
+// Value returns the logContext for the package's key, and defers to the
+// parent otherwise.
+func (c *logContext) Value(key any) any {
+	if key == (logKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// LogAttrs returns the attributes a Middleware puts in the context of its
+// decisions: policy (the Middleware's policy name) and route (the pattern
+// net/http's ServeMux matched, such as "GET /api/{id}", when there is one:
+// bounded, unlike the path). Pass it to the slog subscriber so that every
+// decision's line says which route it was for:
+//
+//	telemetry.Slog(logger, telemetry.WithContextAttrs(httplimit.LogAttrs))
+func LogAttrs(ctx context.Context) []slog.Attr {
+	c, ok := ctx.Value(logKey{}).(*logContext)
+	if !ok {
+		return nil
+	}
+	if c.route == "" {
+		return []slog.Attr{slog.String("policy", c.policy)}
+	}
+	return []slog.Attr{slog.String("policy", c.policy), slog.String("route", c.route)}
 }

@@ -1,8 +1,12 @@
 package httplimit
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/distributed-rate-limiter/ratelimit-go/ratelimit"
+	"github.com/distributed-rate-limiter/ratelimit-go/telemetry"
 )
 
 // A real limiter through the middleware: the draft-11 numbers follow the
@@ -374,5 +382,32 @@ func TestInvalidCostSentinels(t *testing.T) {
 	_, err := CostByQuery("tokens", 1)(r)
 	if !errors.Is(err, ErrInvalidCost) || !errors.Is(err, ratelimit.ErrInvalidCost) || !strings.HasPrefix(err.Error(), "ratelimit:") {
 		t.Fatalf("CostByQuery(lots): %v", err)
+	}
+}
+
+// TestLogAttrs: the decisions of a Middleware carry its policy and the
+// route the ServeMux matched, which the slog subscriber writes with
+// WithContextAttrs(LogAttrs).
+func TestLogAttrs(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = c.Close() })
+	lim := newLimiter(t, c, ratelimit.PerMinute(5), ratelimit.WithNamespace("api"),
+		ratelimit.WithSubscribers(telemetry.Slog(logger, telemetry.WithContextAttrs(LogAttrs))))
+	mw := mustMiddleware(t, lim, WithPolicyName("public"))
+	mux := http.NewServeMux()
+	mux.Handle("GET /items/{id}", mw.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/items/42", nil))
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("log %q: %v", buf.String(), err)
+	}
+	if line["policy"] != "public" || line["route"] != "GET /items/{id}" {
+		t.Fatalf("log line %v, want policy public and route GET /items/{id}", line)
+	}
+	if LogAttrs(context.Background()) != nil {
+		t.Fatal("attributes outside a Middleware's decision")
 	}
 }
