@@ -216,6 +216,23 @@ func (l *Limiter) scriptKeys(key string) []string {
 	return []string{key}
 }
 
+// Check reports whether the limiter can decide: it pings Redis and makes a
+// decision that spends nothing (a Peek of an identity of its own), which
+// also loads the decision script into Redis. Call it at start to fail with
+// a clear error rather than at the first request: nil, or a *BackendError
+// whose message says what failed (refused, NOAUTH, NOPERM, a timeout).
+func (l *Limiter) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, l.e.cfg.timeout)
+	defer cancel()
+	if err := l.e.bounded(ctx, func(ctx context.Context) error { return l.e.client.Ping(ctx).Err() }); err != nil {
+		return newBackendError(fmt.Errorf("ratelimit: check: ping: %w", err))
+	}
+	if _, err := l.Peek(ctx, "ratelimit:check"); err != nil {
+		return err
+	}
+	return nil
+}
+
 // Allow is shorthand for AllowN(ctx, identity, 1).
 func (l *Limiter) Allow(ctx context.Context, identity string) (Result, error) {
 	return l.AllowN(ctx, identity, 1)

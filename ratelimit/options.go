@@ -240,9 +240,10 @@ func WithFailStrategy(s FailStrategy) Option {
 // DefaultTimeout). When it passes, the call fails with an ErrorTimeout
 // BackendError and the FailStrategy decides. The caller's own context
 // deadline still applies when it is earlier. The client's own retries
-// (go-redis MaxRetries, 3 by default) happen within this timeout: against
-// a Redis that refuses connections they often use it all up, so the failure
-// is reported as a timeout; MaxRetries -1 makes it fail at once.
+// (go-redis MaxRetries, 3 by default, and DialerRetries, 5) happen within
+// this timeout: against a Redis that refuses connections they use it all
+// up, so the failure is reported as a timeout. A client with MaxRetries: -1
+// and DialerRetries: 1 fails at once with a connection error instead.
 func WithTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d <= 0 {
