@@ -170,8 +170,26 @@ func (g *loadGen) stop() string {
 	sort.Strings(names)
 	var b strings.Builder
 	fmt.Fprintf(&b, "stopped after %d requests:", min(g.sent.Load(), g.maxReqs))
-	for _, n := range names {
-		fmt.Fprintf(&b, " %s %v;", n, counts[n])
+	for i, n := range names {
+		sep := ";"
+		if i == len(names)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, " %s %s%s", n, statusCounts(counts[n]), sep)
 	}
 	return b.String()
+}
+
+// statusCounts formats status counts as "200×33 429×487", by status.
+func statusCounts(m map[int]int) string {
+	codes := make([]int, 0, len(m))
+	for c := range m {
+		codes = append(codes, c)
+	}
+	sort.Ints(codes)
+	parts := make([]string, len(codes))
+	for i, c := range codes {
+		parts[i] = fmt.Sprintf("%d×%d", c, m[c])
+	}
+	return strings.Join(parts, " ")
 }

@@ -385,8 +385,8 @@ func TestLoadGenerator(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(summary, "load-abuser") {
-		t.Errorf("summary %q", summary)
+	if !strings.Contains(summary, "load-abuser 200×") || strings.Contains(summary, "map[") {
+		t.Errorf("summary %q, want status counts as 200×n", summary)
 	}
 	s.load = nil // stopped already
 }

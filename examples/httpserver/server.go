@@ -87,7 +87,8 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	}
 	reg := prometheus.NewRegistry() // the library never touches the global one
 	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	subs := []ratelimit.Subscriber{telemetry.Slog(logger), metrics}
+	// Each line says which policy and route it was for (httplimit.LogAttrs).
+	subs := []ratelimit.Subscriber{telemetry.Slog(logger, telemetry.WithContextAttrs(httplimit.LogAttrs)), metrics}
 	tp, stopTracing, tracesNote, err := setupTracing(ctx, cfg.otlp)
 	if err != nil {
 		return nil, err
@@ -122,6 +123,11 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	llmLim, err := ratelimit.New(rdb, llmLimit, append(common, ratelimit.WithNamespace("llm"))...)
 	if err != nil {
 		return nil, err
+	}
+	// Say now, not at the first request, whether Redis can decide.
+	redisNote := "ok (it answers, and has the decision script)"
+	if err := apiLim.Check(ctx); err != nil {
+		redisNote = fmt.Sprintf("NOT READY: %v; until it is, the fail strategy (%s) decides", err, cfg.fail)
 	}
 
 	// A client is its API key when it sends one, else its address (the
@@ -172,6 +178,7 @@ func start(ctx context.Context, cfg config, out, logOut io.Writer) (s *server, e
 	fmt.Fprintf(out, "ratelimit-go demo on %s (Redis: %s)\n", s.url, where)
 	fmt.Fprintf(out, "  limit %q: %v per client (X-API-Key, else client IP); fail %s; headers %s\n", apiMW.Policy(), apiLimit, cfg.fail, cfg.style)
 	fmt.Fprintf(out, "  limit %q: %v tokens per client on /api/generate\n", genMW.Policy(), llmLimit)
+	fmt.Fprintf(out, "  redis: %s\n", redisNote)
 	fmt.Fprintf(out, "  circuit breaker: %s\n", breakerNote)
 	fmt.Fprintf(out, "  identities hashed: %s\n", keyNote)
 	fmt.Fprintf(out, "  logs: JSON on stderr at level %s\n", cfg.logLevel)
