@@ -257,7 +257,8 @@ func checkServer(t *testing.T, s *server) {
 func TestServerEmbeddedRedis(t *testing.T) {
 	s, out := startTest(t, testConfig(t))
 	checkServer(t, s)
-	for _, want := range []string{"embedded miniredis", "curl -i " + s.url + "/api/hello", "X-API-Key: alice", "identities hashed: plain SHA-256: set RATELIMIT_IDENTITY_KEY"} {
+	for _, want := range []string{"embedded miniredis", "curl -i " + s.url + "/api/hello", "X-API-Key: alice",
+		"identities hashed: plain SHA-256: set RATELIMIT_IDENTITY_KEY", "redis: ok"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}
@@ -302,6 +303,17 @@ func TestServerRedisDown(t *testing.T) {
 		}
 		srv.Restart()
 	}
+	// Started with Redis down, the demo says so at once.
+	srv.Stop()
+	cfg, err := parseFlags([]string{"-timeout", "300ms"}, env(map[string]string{"REDIS_URL": "redis://" + srv.Addr + "/0"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out := startTest(t, cfg)
+	if !strings.Contains(out.String(), "redis: NOT READY: ratelimit:") {
+		t.Errorf("banner with Redis down:\n%s", out)
+	}
+	srv.Restart()
 }
 
 // With -breaker, Redis down: after five failures the shared breaker opens
