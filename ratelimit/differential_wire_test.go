@@ -1,0 +1,369 @@
+package ratelimit
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// wireProxy stands between the limiter's go-redis client and the
+// redis-server of the differential test, and does two things there:
+//
+//   - It sends every script call as MULTI, the call, the harness's capture
+//     script, EXEC, and answers the client with the call's reply alone. The
+//     capture script reads the TTL of every key (PTTL) and replaces each TTL
+//     the call just set by a long sentinel, in the same atomic step as the
+//     call. The scripts compute their TTLs from the test clock, which jumps,
+//     so a TTL can be 1 ms of real time: without this, real time would
+//     expire keys between the call and any later look at them (and during
+//     go-redis's retry backoff after a lost reply). With it, keys expire
+//     only when the harness deletes them, at their TTL on the test clock.
+//   - While armed, it drops the reply to a script call that Redis ran,
+//     closing the connection, as replyDropper (replylost_test.go) does; the
+//     client saw a plain EVALSHA, so go-redis resends it on a new
+//     connection exactly as it would against Redis. Unlike replyDropper it
+//     frames the RESP stream, so it drops only a reply Redis produced by
+//     running the script (never a NOSCRIPT error, never half a reply), and
+//     it records the dropped reply: the diffLedger of admissions needs to know
+//     what the hidden first run decided.
+//
+// It serves one command at a time per connection (the limiters of the test
+// run with pipelining off, and go-redis waits for each reply).
+type wireProxy struct {
+	ln      net.Listener
+	target  string
+	capture []byte // the capture call, RESP-encoded
+	armed   atomic.Int32
+	scripts atomic.Int64 // script calls received from clients (resends included)
+	wg      sync.WaitGroup
+
+	mu     sync.Mutex
+	events []wireEvent
+	conns  map[net.Conn]bool
+}
+
+// wireEvent is one script call Redis ran: its reply, and the keys with their
+// PTTL right after it (ms; -1 for a key without TTL).
+type wireEvent struct {
+	reply   respValue
+	ttls    map[string]int64
+	dropped bool
+}
+
+// Capture script: every key's PTTL, and the sentinel TTL (ARGV[2]) in place
+// of any TTL below ARGV[1], that is, any TTL a limiter script set.
+const captureLua = `
+local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local ttl = redis.call('PTTL', k)
+  out[#out + 1] = k
+  out[#out + 1] = ttl
+  if ttl >= 0 and ttl < tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', k, ARGV[2])
+  end
+end
+return out`
+
+const (
+	// sentinelTTL is the TTL (ms) the harness gives every key a script
+	// wrote: ten days, which no run comes near in real time.
+	sentinelTTL = 10 * 24 * 3600 * 1000
+	// untouchedTTL: a PTTL above it is still the harness's sentinel, so
+	// the call did not set that key's TTL.
+	untouchedTTL = sentinelTTL / 2
+)
+
+func newWireProxy(t testing.TB, target, captureSHA string) *wireProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &wireProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.capture = respCommand("EVALSHA", captureSHA, "0",
+		strconv.Itoa(untouchedTTL), strconv.Itoa(sentinelTTL))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *wireProxy) addr() string { return p.ln.Addr().String() }
+
+// take returns the events since the last take.
+func (p *wireProxy) take() []wireEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ev := p.events
+	p.events = nil
+	return ev
+}
+
+func (p *wireProxy) track(c net.Conn, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.conns[c] = true
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+func (p *wireProxy) serve(client net.Conn) {
+	p.track(client, true)
+	defer p.track(client, false)
+	defer client.Close()
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.track(server, true)
+	defer p.track(server, false)
+	defer server.Close()
+	cr, sr := bufio.NewReader(client), bufio.NewReader(server)
+	for {
+		cmd, err := readResp(cr)
+		if err != nil {
+			return
+		}
+		if !isScriptCall(cmd) {
+			if _, err := server.Write(cmd.appendTo(nil)); err != nil {
+				return
+			}
+			reply, err := readResp(sr)
+			if err != nil {
+				return
+			}
+			if _, err := client.Write(reply.appendTo(nil)); err != nil {
+				return
+			}
+			continue
+		}
+		p.scripts.Add(1)
+		out := respCommand("MULTI")
+		out = cmd.appendTo(out)
+		out = append(out, p.capture...)
+		out = append(out, respCommand("EXEC")...)
+		if _, err := server.Write(out); err != nil {
+			return
+		}
+		var replies [4]respValue // +OK, +QUEUED, +QUEUED, the EXEC array
+		for i := range replies {
+			if replies[i], err = readResp(sr); err != nil {
+				return
+			}
+		}
+		if replies[1].kind == '-' { // the call was not even queued
+			if _, err := client.Write(replies[1].appendTo(nil)); err != nil {
+				return
+			}
+			continue
+		}
+		exec := replies[3]
+		if exec.kind != '*' || len(exec.elems) != 2 {
+			if _, err := client.Write(exec.appendTo(nil)); err != nil {
+				return
+			}
+			continue
+		}
+		reply := exec.elems[0]
+		if reply.kind == '-' && bytes.HasPrefix(reply.str, []byte("NOSCRIPT")) {
+			// Not run: the client sends it again as EVAL.
+			if _, err := client.Write(reply.appendTo(nil)); err != nil {
+				return
+			}
+			continue
+		}
+		ev := wireEvent{reply: reply, ttls: captureTTLs(exec.elems[1])}
+		// Drop only a reply the script produced by running: an array.
+		if reply.kind == '*' && p.disarm() {
+			ev.dropped = true
+		}
+		p.mu.Lock()
+		p.events = append(p.events, ev)
+		p.mu.Unlock()
+		if ev.dropped {
+			return // closes both connections: Redis ran it, the client never hears
+		}
+		if _, err := client.Write(reply.appendTo(nil)); err != nil {
+			return
+		}
+	}
+}
+
+func (p *wireProxy) disarm() bool {
+	for range 4 { // bounded: a concurrent arm can only raise it
+		left := p.armed.Load()
+		if left <= 0 {
+			return false
+		}
+		if p.armed.CompareAndSwap(left, left-1) {
+			return true
+		}
+	}
+	return false
+}
+
+func isScriptCall(cmd respValue) bool {
+	if cmd.kind != '*' || len(cmd.elems) == 0 {
+		return false
+	}
+	name := bytes.ToLower(cmd.elems[0].str)
+	return bytes.Equal(name, []byte("evalsha")) || bytes.Equal(name, []byte("eval"))
+}
+
+func captureTTLs(v respValue) map[string]int64 {
+	out := map[string]int64{}
+	for i := 0; i+1 < len(v.elems); i += 2 {
+		out[string(v.elems[i].str)] = v.elems[i+1].num
+	}
+	return out
+}
+
+// respValue is one RESP2 value.
+type respValue struct {
+	kind  byte // '+', '-', ':', '$', '*'
+	str   []byte
+	num   int64
+	null  bool
+	elems []respValue
+}
+
+// ints returns an all-integer array reply as integers.
+func (v respValue) ints() ([]int64, error) {
+	if v.kind != '*' {
+		return nil, fmt.Errorf("reply of kind %q, want an array", v.kind)
+	}
+	out := make([]int64, len(v.elems))
+	for i, e := range v.elems {
+		if e.kind != ':' {
+			return nil, fmt.Errorf("element %d of kind %q, want an integer", i, e.kind)
+		}
+		out[i] = e.num
+	}
+	return out, nil
+}
+
+func respCommand(args ...string) []byte {
+	b := []byte("*" + strconv.Itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b = append(b, "$"+strconv.Itoa(len(a))+"\r\n"+a+"\r\n"...)
+	}
+	return b
+}
+
+// maxRespLen bounds what the parser accepts, so that a corrupt stream
+// fails instead of allocating without end.
+const maxRespLen = 1 << 24
+
+func readResp(r *bufio.Reader) (respValue, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return respValue{}, err
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return respValue{}, errors.New("resp: malformed line")
+	}
+	v := respValue{kind: line[0]}
+	body := line[1 : len(line)-2]
+	switch v.kind {
+	case '+', '-':
+		v.str = append([]byte(nil), body...)
+	case ':':
+		v.num, err = strconv.ParseInt(string(body), 10, 64)
+	case '$':
+		var n int64
+		if n, err = strconv.ParseInt(string(body), 10, 64); err != nil {
+			break
+		}
+		if n < 0 {
+			v.null = true
+			break
+		}
+		if n > maxRespLen {
+			return v, errors.New("resp: bulk too long")
+		}
+		buf := make([]byte, n+2)
+		if _, err = io.ReadFull(r, buf); err != nil {
+			break
+		}
+		v.str = buf[:n]
+	case '*':
+		var n int64
+		if n, err = strconv.ParseInt(string(body), 10, 64); err != nil {
+			break
+		}
+		if n < 0 {
+			v.null = true
+			break
+		}
+		if n > maxRespLen {
+			return v, errors.New("resp: array too long")
+		}
+		v.elems = make([]respValue, n)
+		for i := range v.elems {
+			if v.elems[i], err = readResp(r); err != nil {
+				break
+			}
+		}
+	default:
+		return v, fmt.Errorf("resp: unknown type %q", v.kind)
+	}
+	return v, err
+}
+
+func (v respValue) appendTo(b []byte) []byte {
+	b = append(b, v.kind)
+	switch v.kind {
+	case '+', '-':
+		b = append(b, v.str...)
+	case ':':
+		b = strconv.AppendInt(b, v.num, 10)
+	case '$':
+		if v.null {
+			return append(b, "-1\r\n"...)
+		}
+		b = strconv.AppendInt(b, int64(len(v.str)), 10)
+		b = append(b, "\r\n"...)
+		b = append(b, v.str...)
+	case '*':
+		if v.null {
+			return append(b, "-1\r\n"...)
+		}
+		b = strconv.AppendInt(b, int64(len(v.elems)), 10)
+		b = append(b, "\r\n"...)
+		for _, e := range v.elems {
+			b = e.appendTo(b)
+		}
+		return b
+	}
+	return append(b, "\r\n"...)
+}
