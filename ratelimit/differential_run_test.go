@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,10 +47,12 @@ func (e *diffEnv) now() time.Time { return time.UnixMicro(e.clock.Load()) }
 
 // diffFailure is the first check a run failed.
 type diffFailure struct {
-	step  int    // index in the diffScenario's steps
-	class string // result, lost-reply, no-ttl, expired-early, diffLedger, calls, error
+	step  int    // index in the scenario's steps
+	class string // result, lost-reply, no-ttl, expired-early, ledger, calls, error
 	what  string // the operation (and field): the symptom shrinking keeps
 	msg   string
+	state string   // Redis's and the model's state of the identity, for a wrong result
+	trace []string // what each step of the failing run returned
 }
 
 func (f *diffFailure) symptom() string { return f.class + "/" + f.what }
@@ -68,7 +71,7 @@ type vexpiry struct {
 	step    int
 }
 
-// diffOutcome is what a step returned, for the steps that refer to it.
+// outcome is what a step returned, for the steps that refer to it.
 type diffOutcome struct {
 	who      int
 	t        int64 // the step's clock
@@ -106,6 +109,7 @@ type diffRunner struct {
 	out   map[int]*diffOutcome
 	led   diffLedger
 	trace []string // per step, what Redis answered
+	who   int      // the identity of the step running
 }
 
 const diffNamespace = "model"
@@ -126,13 +130,17 @@ func (e *diffEnv) run(sc *diffScenario) (*diffFailure, []string) {
 		return &diffFailure{step: -1, class: "error", what: "setup", msg: err.Error()}, r.trace
 	}
 	for i, s := range sc.steps {
+		r.who = s.who
 		if sc.tamper != nil {
 			if err := sc.tamper(r, s); err != nil {
 				return &diffFailure{step: i, class: "error", what: "tamper", msg: err.Error()}, r.trace
 			}
 		}
 		if f := r.step(i, s); f != nil {
-			f.step = i
+			f.step, f.trace = i, r.trace
+			if f.class == "result" || f.class == "lost-reply" {
+				f.state = r.dump(r.who)
+			}
 			return f, r.trace
 		}
 	}
@@ -314,6 +322,41 @@ func (r *diffRunner) expire(i int) *diffFailure {
 	return nil
 }
 
+// dump describes Redis's state of identity who (every key, its value and
+// PTTL) and the model's, for the report of a wrong result.
+func (r *diffRunner) dump(who int) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(r.keys) {
+		o := r.keys[k]
+		if o.who != who {
+			continue
+		}
+		var v any
+		switch typ, _ := r.e.admin.Type(r.ctx, k).Result(); typ {
+		case "string":
+			v = r.e.admin.Get(r.ctx, k).Val()
+		case "hash":
+			v = r.e.admin.HGetAll(r.ctx, k).Val()
+		case "zset":
+			v = r.e.admin.ZRangeWithScores(r.ctx, k, 0, -1).Val()
+		default:
+			v = typ
+		}
+		fmt.Fprintf(&b, "\n    redis %s: %v", o.label, v)
+		if vx, ok := r.vexp[k]; ok {
+			fmt.Fprintf(&b, " (expires at %s, TTL %d ms set at step #%d)", r.clockString(vx.at), vx.ttl, vx.step)
+		}
+	}
+	if r.sc.kind == kindLeases {
+		fmt.Fprintf(&b, "\n    model: %+v", r.lm[who].leases)
+	} else {
+		for q, m := range r.qm[who] {
+			fmt.Fprintf(&b, "\n    model %d: %v", q, m)
+		}
+	}
+	return b.String()
+}
+
 func (r *diffRunner) clockString(t int64) string {
 	return "t=" + time.Duration((t-diffBase.UnixMicro()-r.sc.offset)*1000).String()
 }
@@ -390,7 +433,7 @@ func (r *diffRunner) reset(i int, s diffStep) *diffFailure {
 	} else {
 		for q, m := range r.qm[w] {
 			m.clear()
-			r.led.boundary(w, q, r.cur[w][q])
+			r.led.forget(w, q)
 		}
 	}
 	return nil
@@ -521,7 +564,7 @@ func (r *diffRunner) limiterStep(i int, s diffStep) *diffFailure {
 		for _, ev := range events {
 			if a, _ := ev.reply.ints(); len(a) > 0 && a[0] == 1 && cost > 0 {
 				if err := r.led.admit(w, 0, s.uid, r.now, cost); err != nil {
-					return r.fail("diffLedger", r.sc.kind.String(), "%v", err)
+					return r.fail("ledger", r.sc.kind.String(), "%v", err)
 				}
 			}
 		}
@@ -568,6 +611,9 @@ func (r *diffRunner) limiterStep(i int, s diffStep) *diffFailure {
 			r.trace[i] = "no call"
 			if len(events) > 0 {
 				return r.fail("calls", "Refund", "a refund of a spend that did not happen (%s) called Redis", resultString(o.res))
+			}
+			if !spent && res != (Result{}) {
+				return r.fail("result", "Refund", "a refund of a spend that did not happen returned %+v, want a zero Result", res)
 			}
 			if amount > 0 && spent {
 				return r.fail("calls", "Refund", "a refund of %d made no call", amount)
@@ -699,7 +745,7 @@ func (r *diffRunner) multiStep(i int, s diffStep) *diffFailure {
 				for q, c := range costs {
 					if c > 0 {
 						if err := r.led.admit(w, q, s.uid, r.now, c); err != nil {
-							return r.fail("diffLedger", r.names[q]+" "+r.sc.algs[q].String(), "%v", err)
+							return r.fail("ledger", r.names[q]+" "+r.sc.algs[q].String(), "%v", err)
 						}
 					}
 				}
@@ -729,6 +775,9 @@ func (r *diffRunner) multiStep(i int, s diffStep) *diffFailure {
 			r.trace[i] = "no call"
 			if len(events) > 0 {
 				return r.fail("calls", "Refund", "a refund of a spend that did not happen (%s) called Redis", resultString(o.multi.Result))
+			}
+			if !spent && (got.Result != (Result{}) || got.Quotas != nil) {
+				return r.fail("result", "Refund", "a refund of a spend that did not happen returned %+v, want a zero MultiResult", got)
 			}
 			return nil
 		}
@@ -821,7 +870,7 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 			for _, ev := range events {
 				if a, _ := ev.reply.ints(); len(a) > 0 && a[0] == 1 {
 					if err := r.led.acquire(w, id, weight, r.now, r.now+ttl, maxN); err != nil {
-						return r.fail("diffLedger", "leases", "%v", err)
+						return r.fail("ledger", "leases", "%v", err)
 					}
 				}
 			}
@@ -916,7 +965,7 @@ func joinWith(s []string, sep string) string {
 	return out
 }
 
-// diffLedger counts what Redis admitted and what was refunded, per identity and
+// ledger counts what Redis admitted and what was refunded, per identity and
 // quota, independently of the model, and checks after every admission that
 // no window admitted more than the limit allows. A regime is a stretch of
 // steps under one limit, without a Reset: bounds hold within one.
@@ -928,8 +977,11 @@ type ledgerAccount struct {
 	alg   Algorithm
 	limit Limit
 	adm   []ledgerAdm // the regime's admissions
-	ref   []ledgerRef // refunds made during the regime
+	ref   []ledgerRef // refunds made during the regime of spends since the last Reset
 	held  map[string]ledgerLease
+	// epoch holds the spends since the last Reset: a refund of an older
+	// one gives back nothing it could count.
+	epoch map[int]bool
 }
 
 type ledgerAdm struct {
@@ -945,7 +997,7 @@ type ledgerRef struct {
 type ledgerLease struct{ weight, expiry int64 }
 
 func (l *diffLedger) account(who, q int, alg Algorithm, lim Limit) {
-	l.accts[[2]int{who, q}] = &ledgerAccount{alg: alg, limit: lim, held: map[string]ledgerLease{}}
+	l.accts[[2]int{who, q}] = &ledgerAccount{alg: alg, limit: lim, held: map[string]ledgerLease{}, epoch: map[int]bool{}}
 }
 
 func (l *diffLedger) boundary(who, q int, lim Limit) {
@@ -958,7 +1010,15 @@ func (l *diffLedger) boundary(who, q int, lim Limit) {
 
 func (l *diffLedger) refund(who, q, resUID int, resT, t, amount int64) {
 	a := l.accts[[2]int{who, q}]
-	a.ref = append(a.ref, ledgerRef{resUID: resUID, resT: resT, t: t, amount: amount})
+	if a.epoch[resUID] {
+		a.ref = append(a.ref, ledgerRef{resUID: resUID, resT: resT, t: t, amount: amount})
+	}
+}
+
+// forget starts a new epoch: a Reset forgot every spend.
+func (l *diffLedger) forget(who, q int) {
+	a := l.accts[[2]int{who, q}]
+	a.adm, a.ref, a.epoch = nil, nil, map[int]bool{}
 }
 
 // admit records an admission of amount at t and checks the bound of the
@@ -966,6 +1026,7 @@ func (l *diffLedger) refund(who, q, resUID int, resT, t, amount int64) {
 func (l *diffLedger) admit(who, q, uid int, t, amount int64) error {
 	a := l.accts[[2]int{who, q}]
 	a.adm = append(a.adm, ledgerAdm{uid: uid, t: t, amount: amount})
+	a.epoch[uid] = true
 	per := perUSOf(a.limit)
 	switch a.alg {
 	case TokenBucket:

@@ -31,7 +31,7 @@ import (
 //     connection exactly as it would against Redis. Unlike replyDropper it
 //     frames the RESP stream, so it drops only a reply Redis produced by
 //     running the script (never a NOSCRIPT error, never half a reply), and
-//     it records the dropped reply: the diffLedger of admissions needs to know
+//     it records the dropped reply: the ledger of admissions needs to know
 //     what the hidden first run decided.
 //
 // It serves one command at a time per connection (the limiters of the test

@@ -16,6 +16,7 @@ package ratelimit
 // (irrelevantAt) whether that state was indeed no longer needed.
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"testing"
@@ -69,20 +70,24 @@ func tbParamsOf(l Limit) tbParams {
 }
 
 // tbModel is one bucket: empty (full, nothing stored) or a level in units
-// of the per it was written with, at a time.
+// of the per it was written with, at a time. expiry is when the TTL given
+// with it ends: after a change of limit, a call that spends nothing still
+// rewrites the bucket (in the new limit's units, from now) when the new
+// limit needs it for longer, and the rewrite shows in later answers (the
+// level is floored again at the next change of per).
 type tbModel struct {
-	has         bool
-	level, last int64
-	per         int64
+	has                 bool
+	level, last, expiry int64
+	per                 int64
 }
 
 // tbView is the bucket as one call sees it at now.
 type tbView struct {
-	m     *tbModel
-	p     tbParams
-	level int64
-	now   int64
-	dirty bool
+	m            *tbModel
+	p            tbParams
+	level        int64
+	now          int64
+	stale, dirty bool
 }
 
 func (m *tbModel) load(p tbParams, now int64) *tbView {
@@ -108,7 +113,10 @@ func (m *tbModel) load(p tbParams, now int64) *tbView {
 	if last > now {
 		now = last
 	}
-	return &tbView{m: m, p: p, level: level, now: now}
+	// The state outlives its TTL under p: compared in doubles, as the
+	// script compares.
+	stale := m.has && level < p.cap && float64(now)+float64(p.cap-level)/float64(p.rate) > float64(m.expiry)
+	return &tbView{m: m, p: p, level: level, now: now, stale: stale}
 }
 
 func (v *tbView) fits(cost int64) bool { return v.level >= cost*v.p.per }
@@ -128,9 +136,13 @@ func (v *tbView) refund(cost, _ int64) {
 	}
 }
 
-// touch is the non-Peek call's bookkeeping: nothing for a bucket, whose
-// state is the same in any Limit (the TTL is the harness's concern).
-func (v *tbView) touch() {}
+// touch: a call that is not a Peek rewrites a bucket that would outlive
+// its TTL under the limit in force.
+func (v *tbView) touch() {
+	if v.stale {
+		v.dirty = true
+	}
+}
 
 func (v *tbView) report(cost int64, ok bool) (remaining, retry, reset int64) {
 	if !ok {
@@ -147,7 +159,8 @@ func (v *tbView) commit() {
 		*v.m = tbModel{} // a full bucket is no state
 		return
 	}
-	*v.m = tbModel{has: true, level: v.level, last: v.now, per: v.p.per}
+	ttl := max(1, int64(math.Ceil(float64(v.p.cap-v.level)/float64(v.p.rate)/1000))) // ms
+	*v.m = tbModel{has: true, level: v.level, last: v.now, per: v.p.per, expiry: v.now + ttl*1000}
 }
 
 func (v *tbView) time() int64 { return v.now }
@@ -187,10 +200,10 @@ func (m *fwModel) load(quota, window, now int64) *fwView {
 	return v
 }
 
-// touch: at the first non-Peek call after a change of Per (or in a later
-// window) the count that still counts becomes the current window's.
+// touch: at the first non-Peek call after a change of Per the count that
+// still counts becomes the current window's.
 func (v *fwView) touch() {
-	if v.m.has && (v.m.s != v.start || v.m.p != v.window) {
+	if v.spent > 0 && v.m.p != v.window {
 		v.dirty = true
 	}
 }
@@ -203,10 +216,11 @@ func (v *fwView) spend(cost int64) {
 	}
 }
 
-// refund takes the units off the current window's count, only for a
-// reservation made in it: an earlier window's is forgotten.
+// refund takes the units off the stored count, only for a reservation made
+// in the window it counts (the current one, or after a change of Per the
+// old window whose count is carried): an earlier window's is forgotten.
 func (v *fwView) refund(cost, at int64) {
-	if cost > 0 && v.spent > 0 && at >= v.start && at < v.start+v.window {
+	if cost > 0 && v.spent > 0 && at >= v.m.s && at < v.m.s+v.m.p {
 		v.spent = max(0, v.spent-cost)
 		v.dirty = true
 	}
@@ -829,4 +843,16 @@ func TestModelByHand(t *testing.T) {
 			t.Errorf("cost 0 on the bucket: %+v", r)
 		}
 	})
+}
+
+func (q *quotaModel) String() string {
+	switch q.alg {
+	case TokenBucket:
+		return fmt.Sprintf("%s %+v", q.alg, q.tb)
+	case SlidingWindow:
+		return fmt.Sprintf("%s %+v", q.alg, q.sw)
+	case FixedWindow:
+		return fmt.Sprintf("%s %+v", q.alg, q.fw)
+	}
+	return fmt.Sprintf("%s %+v", q.alg, q.sl.entries)
 }
