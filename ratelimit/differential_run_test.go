@@ -253,8 +253,12 @@ func (r *diffRunner) absorb(i int, events []wireEvent) *diffFailure {
 			case ttl >= untouchedTTL:
 				// The script left the TTL alone: the earlier expiry stands.
 			case ttl >= 0:
-				// +1 ms: Redis expires a key once its expiry in ms has
-				// passed, and PTTL may have been read a ms boundary later.
+				// The TTL set lies in [ttl, ttl+slack] (see wireEvent);
+				// +1 ms as Redis expires a key only once the ms of its
+				// expiry has passed. The later bound: a key deleted late
+				// is harmless when its state no longer matters, and one
+				// deleted early would be a false alarm.
+				ttl += ev.slack
 				r.vexp[k] = vexpiry{at: r.now + (ttl+1)*1000, ttl: ttl, step: i}
 			}
 		}

@@ -16,8 +16,9 @@ import (
 // wireProxy stands between the limiter's go-redis client and the
 // redis-server of the differential test, and does two things there:
 //
-//   - It sends every script call as MULTI, the call, the harness's capture
-//     script, EXEC, and answers the client with the call's reply alone. The
+//   - It sends every script call as MULTI, TIME, the call, the harness's
+//     capture script, EXEC, and answers the client with the call's reply
+//     alone. The
 //     capture script reads the TTL of every key (PTTL) and replaces each TTL
 //     the call just set by a long sentinel, in the same atomic step as the
 //     call. The scripts compute their TTLs from the test clock, which jumps,
@@ -51,14 +52,22 @@ type wireProxy struct {
 
 // wireEvent is one script call Redis ran: its reply, and the keys with their
 // PTTL right after it (ms; -1 for a key without TTL).
+//
+// A PTTL counts from the moment it is read, and real time may pass between
+// the script setting a TTL and the capture reading it (a loaded machine can
+// deschedule Redis for milliseconds): the TTL the script set lies in
+// [PTTL, PTTL+slack], slack being the whole ms between TIME before the call
+// and TIME after the capture.
 type wireEvent struct {
 	reply   respValue
 	ttls    map[string]int64
+	slack   int64 // ms
 	dropped bool
 }
 
 // Capture script: every key's PTTL, and the sentinel TTL (ARGV[2]) in place
-// of any TTL below ARGV[1], that is, any TTL a limiter script set.
+// of any TTL below ARGV[1], that is, any TTL a limiter script set; then
+// Redis's TIME in µs, read after every PTTL.
 const captureLua = `
 local out = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
@@ -69,6 +78,8 @@ for _, k in ipairs(redis.call('KEYS', '*')) do
     redis.call('PEXPIRE', k, ARGV[2])
   end
 end
+local t = redis.call('TIME')
+out[#out + 1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 return out`
 
 const (
@@ -169,32 +180,33 @@ func (p *wireProxy) serve(client net.Conn) {
 		}
 		p.scripts.Add(1)
 		out := respCommand("MULTI")
+		out = append(out, respCommand("TIME")...)
 		out = cmd.appendTo(out)
 		out = append(out, p.capture...)
 		out = append(out, respCommand("EXEC")...)
 		if _, err := server.Write(out); err != nil {
 			return
 		}
-		var replies [4]respValue // +OK, +QUEUED, +QUEUED, the EXEC array
+		var replies [5]respValue // +OK, +QUEUED ×3, the EXEC array
 		for i := range replies {
 			if replies[i], err = readResp(sr); err != nil {
 				return
 			}
 		}
-		if replies[1].kind == '-' { // the call was not even queued
-			if _, err := client.Write(replies[1].appendTo(nil)); err != nil {
+		if replies[2].kind == '-' { // the call was not even queued
+			if _, err := client.Write(replies[2].appendTo(nil)); err != nil {
 				return
 			}
 			continue
 		}
-		exec := replies[3]
-		if exec.kind != '*' || len(exec.elems) != 2 {
+		exec := replies[4]
+		if exec.kind != '*' || len(exec.elems) != 3 {
 			if _, err := client.Write(exec.appendTo(nil)); err != nil {
 				return
 			}
 			continue
 		}
-		reply := exec.elems[0]
+		reply := exec.elems[1]
 		if reply.kind == '-' && bytes.HasPrefix(reply.str, []byte("NOSCRIPT")) {
 			// Not run: the client sends it again as EVAL.
 			if _, err := client.Write(reply.appendTo(nil)); err != nil {
@@ -202,7 +214,8 @@ func (p *wireProxy) serve(client net.Conn) {
 			}
 			continue
 		}
-		ev := wireEvent{reply: reply, ttls: captureTTLs(exec.elems[1])}
+		ev := wireEvent{reply: reply}
+		ev.ttls, ev.slack = captureTTLs(exec.elems[0], exec.elems[2])
 		// Drop only a reply the script produced by running: an array.
 		if reply.kind == '*' && p.disarm() {
 			ev.dropped = true
@@ -240,12 +253,20 @@ func isScriptCall(cmd respValue) bool {
 	return bytes.Equal(name, []byte("evalsha")) || bytes.Equal(name, []byte("eval"))
 }
 
-func captureTTLs(v respValue) map[string]int64 {
+// captureTTLs decodes the capture's reply, and the slack of its PTTLs from
+// the TIME before the call.
+func captureTTLs(before, v respValue) (map[string]int64, int64) {
 	out := map[string]int64{}
-	for i := 0; i+1 < len(v.elems); i += 2 {
+	n := len(v.elems) - 1
+	if n < 0 || len(before.elems) != 2 {
+		return out, 0
+	}
+	for i := 0; i+1 < n; i += 2 {
 		out[string(v.elems[i].str)] = v.elems[i+1].num
 	}
-	return out
+	sec, _ := strconv.ParseInt(string(before.elems[0].str), 10, 64)
+	usec, _ := strconv.ParseInt(string(before.elems[1].str), 10, 64)
+	return out, v.elems[n].num/1000 - (sec*1_000_000+usec)/1000
 }
 
 // respValue is one RESP2 value.
