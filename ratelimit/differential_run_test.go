@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
+	"github.com/distributed-rate-limiter/ratelimit-go/lua"
 )
 
 // diffEnv is the real Redis of a differential test: one redis-server, shared
@@ -31,11 +32,7 @@ func newDiffEnv(t *testing.T) *diffEnv {
 	t.Helper()
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
-	sha, err := admin.ScriptLoad(context.Background(), captureLua).Result()
-	if err != nil {
-		t.Fatalf("SCRIPT LOAD: %v", err)
-	}
-	e := &diffEnv{admin: admin, proxy: newWireProxy(t, srv.Addr, sha)}
+	e := &diffEnv{admin: admin, proxy: newWireProxy(t, admin, diffScripts)}
 	// Protocol 2: the proxy frames RESP2 only. Retries are go-redis's
 	// defaults (MaxRetries 3): a lost reply is resent as in production.
 	e.client = redis.NewClient(&redis.Options{Addr: e.proxy.addr(), ContextTimeoutEnabled: true, Protocol: 2})
@@ -113,6 +110,9 @@ type diffRunner struct {
 }
 
 const diffNamespace = "model"
+
+// diffScripts are the library's scripts, which the proxy knows how to wrap.
+var diffScripts = []string{lua.TokenBucket, lua.SlidingWindow, lua.SlidingLog, lua.FixedWindow, lua.Concurrency, lua.Multi}
 
 // run runs sc on fresh keys and returns its first failure, nil if none,
 // with what each step returned.

@@ -3,29 +3,36 @@ package ratelimit
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // wireProxy stands between the limiter's go-redis client and the
 // redis-server of the differential test, and does two things there:
 //
-//   - It sends every script call as MULTI, TIME, the call, the harness's
-//     capture script, EXEC, and answers the client with the call's reply
-//     alone. The
-//     capture script reads the TTL of every key (PTTL) and replaces each TTL
-//     the call just set by a long sentinel, in the same atomic step as the
-//     call. The scripts compute their TTLs from the test clock, which jumps,
-//     so a TTL can be 1 ms of real time: without this, real time would
-//     expire keys between the call and any later look at them (and during
-//     go-redis's retry backoff after a lost reply). With it, keys expire
-//     only when the harness deletes them, at their TTL on the test clock.
+//   - It runs every script call of the library as a wrapped script: the
+//     library's own source run as a function, followed by the harness's
+//     capture in the same script, and answers the client with the
+//     function's reply alone. The capture reads the TTL of every key
+//     (PTTL) and replaces each TTL the call just set by a long sentinel.
+//     The scripts compute their TTLs from the test clock, which jumps, so a
+//     TTL can be 1 ms of real time: without this, real time would expire
+//     keys between the call and any later look at them (and during
+//     go-redis's retry backoff after a lost reply). It has to be the same
+//     script: Redis freezes the clock of expiry for one script, not for a
+//     MULTI, and a loaded machine can pause Redis for milliseconds between
+//     two scripts. With it, keys expire only when the harness deletes them,
+//     at their TTL on the test clock.
 //   - While armed, it drops the reply to a script call that Redis ran,
 //     closing the connection, as replyDropper (replylost_test.go) does; the
 //     client saw a plain EVALSHA, so go-redis resends it on a new
@@ -35,12 +42,15 @@ import (
 //     it records the dropped reply: the ledger of admissions needs to know
 //     what the hidden first run decided.
 //
-// It serves one command at a time per connection (the limiters of the test
-// run with pipelining off, and go-redis waits for each reply).
+// A script it does not know is answered with an error: the harness would
+// be blind to its TTLs. It serves one command at a time per connection (the
+// limiters of the test run with pipelining off, and go-redis waits for each
+// reply).
 type wireProxy struct {
 	ln      net.Listener
 	target  string
-	capture []byte // the capture call, RESP-encoded
+	bySHA   map[string]string // SHA-1 of a library script -> SHA-1 of its wrapped source
+	bySrc   map[string]string // a library script's source -> its wrapped source
 	armed   atomic.Int32
 	scripts atomic.Int64 // script calls received from clients (resends included)
 	wg      sync.WaitGroup
@@ -55,32 +65,15 @@ type wireProxy struct {
 //
 // A PTTL counts from the moment it is read, and real time may pass between
 // the script setting a TTL and the capture reading it (a loaded machine can
-// deschedule Redis for milliseconds): the TTL the script set lies in
-// [PTTL, PTTL+slack], slack being the whole ms between TIME before the call
-// and TIME after the capture.
+// deschedule Redis): the TTL the script set lies in [PTTL, PTTL+slack],
+// slack being the whole ms between TIME before the call and TIME after the
+// capture.
 type wireEvent struct {
 	reply   respValue
 	ttls    map[string]int64
 	slack   int64 // ms
 	dropped bool
 }
-
-// Capture script: every key's PTTL, and the sentinel TTL (ARGV[2]) in place
-// of any TTL below ARGV[1], that is, any TTL a limiter script set; then
-// Redis's TIME in µs, read after every PTTL.
-const captureLua = `
-local out = {}
-for _, k in ipairs(redis.call('KEYS', '*')) do
-  local ttl = redis.call('PTTL', k)
-  out[#out + 1] = k
-  out[#out + 1] = ttl
-  if ttl >= 0 and ttl < tonumber(ARGV[1]) then
-    redis.call('PEXPIRE', k, ARGV[2])
-  end
-end
-local t = redis.call('TIME')
-out[#out + 1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
-return out`
 
 const (
 	// sentinelTTL is the TTL (ms) the harness gives every key a script
@@ -91,15 +84,49 @@ const (
 	untouchedTTL = sentinelTTL / 2
 )
 
-func newWireProxy(t testing.TB, target, captureSHA string) *wireProxy {
+// wrapScript returns src run as a function, then the capture: every key's
+// PTTL, the sentinel in place of any TTL the call set, and Redis's TIME in
+// µs before the call and after the capture. Its reply is {src's reply,
+// {key, PTTL, ..., time after}, time before}.
+func wrapScript(src string) string {
+	return fmt.Sprintf(`local __t = redis.call('TIME')
+local __t0 = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
+local __reply = (function()
+%s
+end)()
+local __out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local ttl = redis.call('PTTL', k)
+  __out[#__out + 1] = k
+  __out[#__out + 1] = ttl
+  if ttl >= 0 and ttl < %d then
+    redis.call('PEXPIRE', k, %d)
+  end
+end
+__t = redis.call('TIME')
+__out[#__out + 1] = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
+return {__reply, __out, __t0}`, src, untouchedTTL, sentinelTTL)
+}
+
+// newWireProxy starts a proxy to target for the library scripts sources,
+// whose wrapped versions are loaded into target's script cache.
+func newWireProxy(t testing.TB, target *redis.Client, sources []string) *wireProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &wireProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.capture = respCommand("EVALSHA", captureSHA, "0",
-		strconv.Itoa(untouchedTTL), strconv.Itoa(sentinelTTL))
+	p := &wireProxy{ln: ln, target: target.Options().Addr, conns: map[net.Conn]bool{},
+		bySHA: map[string]string{}, bySrc: map[string]string{}}
+	for _, src := range sources {
+		wrapped := wrapScript(src)
+		sha, err := target.ScriptLoad(context.Background(), wrapped).Result()
+		if err != nil {
+			t.Fatalf("SCRIPT LOAD of a wrapped script: %v", err)
+		}
+		p.bySHA[redis.NewScript(src).Hash()] = sha
+		p.bySrc[src] = wrapped
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -179,43 +206,39 @@ func (p *wireProxy) serve(client net.Conn) {
 			continue
 		}
 		p.scripts.Add(1)
-		out := respCommand("MULTI")
-		out = append(out, respCommand("TIME")...)
-		out = cmd.appendTo(out)
-		out = append(out, p.capture...)
-		out = append(out, respCommand("EXEC")...)
-		if _, err := server.Write(out); err != nil {
+		// The same call, of the wrapped script.
+		body, known := "", false
+		switch strings.ToLower(string(cmd.elems[0].str)) {
+		case "evalsha":
+			body, known = p.bySHA[strings.ToLower(string(cmd.elems[1].str))]
+		case "eval":
+			body, known = p.bySrc[string(cmd.elems[1].str)]
+		}
+		if !known {
+			if _, err := client.Write([]byte("-ERR wireProxy: a script the differential test does not know: add it to diffScripts\r\n")); err != nil {
+				return
+			}
+			continue
+		}
+		call := respValue{kind: '*', elems: append([]respValue(nil), cmd.elems...)}
+		call.elems[1] = respValue{kind: '$', str: []byte(body)}
+		if _, err := server.Write(call.appendTo(nil)); err != nil {
 			return
 		}
-		var replies [5]respValue // +OK, +QUEUED ×3, the EXEC array
-		for i := range replies {
-			if replies[i], err = readResp(sr); err != nil {
-				return
-			}
+		wrapped, err := readResp(sr)
+		if err != nil {
+			return
 		}
-		if replies[2].kind == '-' { // the call was not even queued
-			if _, err := client.Write(replies[2].appendTo(nil)); err != nil {
-				return
-			}
-			continue
-		}
-		exec := replies[4]
-		if exec.kind != '*' || len(exec.elems) != 3 {
-			if _, err := client.Write(exec.appendTo(nil)); err != nil {
+		if wrapped.kind != '*' || len(wrapped.elems) != 3 {
+			// An error of the script itself, or of Redis: as it is.
+			if _, err := client.Write(wrapped.appendTo(nil)); err != nil {
 				return
 			}
 			continue
 		}
-		reply := exec.elems[1]
-		if reply.kind == '-' && bytes.HasPrefix(reply.str, []byte("NOSCRIPT")) {
-			// Not run: the client sends it again as EVAL.
-			if _, err := client.Write(reply.appendTo(nil)); err != nil {
-				return
-			}
-			continue
-		}
+		reply := wrapped.elems[0]
 		ev := wireEvent{reply: reply}
-		ev.ttls, ev.slack = captureTTLs(exec.elems[0], exec.elems[2])
+		ev.ttls, ev.slack = captureTTLs(wrapped.elems[1], wrapped.elems[2].num)
 		// Drop only a reply the script produced by running: an array.
 		if reply.kind == '*' && p.disarm() {
 			ev.dropped = true
@@ -254,19 +277,17 @@ func isScriptCall(cmd respValue) bool {
 }
 
 // captureTTLs decodes the capture's reply, and the slack of its PTTLs from
-// the TIME before the call.
-func captureTTLs(before, v respValue) (map[string]int64, int64) {
+// Redis's time before the call (µs).
+func captureTTLs(v respValue, before int64) (map[string]int64, int64) {
 	out := map[string]int64{}
 	n := len(v.elems) - 1
-	if n < 0 || len(before.elems) != 2 {
+	if n < 0 {
 		return out, 0
 	}
 	for i := 0; i+1 < n; i += 2 {
 		out[string(v.elems[i].str)] = v.elems[i+1].num
 	}
-	sec, _ := strconv.ParseInt(string(before.elems[0].str), 10, 64)
-	usec, _ := strconv.ParseInt(string(before.elems[1].str), 10, 64)
-	return out, v.elems[n].num/1000 - (sec*1_000_000+usec)/1000
+	return out, v.elems[n].num/1000 - before/1000
 }
 
 // respValue is one RESP2 value.
