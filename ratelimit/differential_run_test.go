@@ -103,10 +103,13 @@ type diffRunner struct {
 	lm    []leaseModel
 	keys  map[string]keyOwner
 	vexp  map[string]vexpiry
-	out   map[int]*diffOutcome
-	led   diffLedger
-	trace []string // per step, what Redis answered
-	who   int      // the identity of the step running
+	// present holds the keys the last script left, less those the harness
+	// deleted since: the next script must find them all.
+	present map[string]bool
+	out     map[int]*diffOutcome
+	led     diffLedger
+	trace   []string // per step, what Redis answered
+	who     int      // the identity of the step running
 }
 
 const diffNamespace = "model"
@@ -118,7 +121,7 @@ var diffScripts = []string{lua.TokenBucket, lua.SlidingWindow, lua.SlidingLog, l
 // with what each step returned.
 func (e *diffEnv) run(sc *diffScenario) (*diffFailure, []string) {
 	r := &diffRunner{e: e, sc: sc, ctx: context.Background(), keys: map[string]keyOwner{},
-		vexp: map[string]vexpiry{}, out: map[int]*diffOutcome{}, trace: make([]string, len(sc.steps))}
+		vexp: map[string]vexpiry{}, present: map[string]bool{}, out: map[int]*diffOutcome{}, trace: make([]string, len(sc.steps))}
 	if err := e.admin.FlushDB(r.ctx).Err(); err != nil {
 		return &diffFailure{step: -1, class: "error", what: "setup", msg: "FLUSHDB: " + err.Error()}, r.trace
 	}
@@ -246,6 +249,18 @@ func (r *diffRunner) call(lost bool, f func()) []wireEvent {
 // TTL the script set into a virtual expiry on the test clock.
 func (r *diffRunner) absorb(i int, events []wireEvent) *diffFailure {
 	for _, ev := range events {
+		// A key that vanished between two steps: real time expired it,
+		// or something else wrote to Redis. Either way the harness no
+		// longer knows Redis's state.
+		for _, k := range sortedKeys(r.present) {
+			if !ev.before[k] {
+				return r.fail("harness", "vanished", "key %s vanished before step #%d (the harness did not delete it)", r.label(k), i)
+			}
+		}
+		r.present = map[string]bool{}
+		for k := range ev.ttls {
+			r.present[k] = true
+		}
 		for _, k := range sortedKeys(ev.ttls) {
 			switch ttl := ev.ttls[k]; {
 			case ttl == -1:
@@ -300,6 +315,7 @@ func (r *diffRunner) expire(i int) *diffFailure {
 			return r.fail("error", "expire", "DEL: %v", err)
 		}
 		delete(r.vexp, k)
+		delete(r.present, k)
 		o, ok := r.keys[k]
 		if !ok || !o.state {
 			continue // a summary the scripts rebuild, or a key the model does not hold
@@ -429,6 +445,7 @@ func (r *diffRunner) reset(i int, s diffStep) *diffFailure {
 	for k, o := range r.keys {
 		if o.who == w {
 			delete(r.vexp, k)
+			delete(r.present, k)
 		}
 	}
 	if r.sc.kind == kindLeases {

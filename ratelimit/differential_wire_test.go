@@ -71,7 +71,8 @@ type wireProxy struct {
 type wireEvent struct {
 	reply   respValue
 	ttls    map[string]int64
-	slack   int64 // ms
+	slack   int64           // ms
+	before  map[string]bool // the keys when the script started
 	dropped bool
 }
 
@@ -87,10 +88,11 @@ const (
 // wrapScript returns src run as a function, then the capture: every key's
 // PTTL, the sentinel in place of any TTL the call set, and Redis's TIME in
 // µs before the call and after the capture. Its reply is {src's reply,
-// {key, PTTL, ..., time after}, time before}.
+// {key, PTTL, ..., time after}, time before, the keys before}.
 func wrapScript(src string) string {
 	return fmt.Sprintf(`local __t = redis.call('TIME')
 local __t0 = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
+local __keys = redis.call('KEYS', '*')
 local __reply = (function()
 %s
 end)()
@@ -105,7 +107,7 @@ for _, k in ipairs(redis.call('KEYS', '*')) do
 end
 __t = redis.call('TIME')
 __out[#__out + 1] = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
-return {__reply, __out, __t0}`, src, untouchedTTL, sentinelTTL)
+return {__reply, __out, __t0, __keys}`, src, untouchedTTL, sentinelTTL)
 }
 
 // newWireProxy starts a proxy to target for the library scripts sources,
@@ -229,7 +231,7 @@ func (p *wireProxy) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		if wrapped.kind != '*' || len(wrapped.elems) != 3 {
+		if wrapped.kind != '*' || len(wrapped.elems) != 4 {
 			// An error of the script itself, or of Redis: as it is.
 			if _, err := client.Write(wrapped.appendTo(nil)); err != nil {
 				return
@@ -237,7 +239,10 @@ func (p *wireProxy) serve(client net.Conn) {
 			continue
 		}
 		reply := wrapped.elems[0]
-		ev := wireEvent{reply: reply}
+		ev := wireEvent{reply: reply, before: map[string]bool{}}
+		for _, k := range wrapped.elems[3].elems {
+			ev.before[string(k.str)] = true
+		}
 		ev.ttls, ev.slack = captureTTLs(wrapped.elems[1], wrapped.elems[2].num)
 		// Drop only a reply the script produced by running: an array.
 		if reply.kind == '*' && p.disarm() {
