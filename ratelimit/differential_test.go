@@ -365,6 +365,11 @@ func (e *diffEnv) shrink(sc *diffScenario, f *diffFailure, budget int) (*diffSce
 		if c := sc.compactIDs(); c != nil {
 			progress = try(c) || progress
 		}
+		for w := range sc.ids {
+			if c := sc.foldLimit(w); c != nil {
+				progress = try(c) || progress
+			}
+		}
 	}
 	return sc, f, runs
 }
@@ -430,6 +435,25 @@ func (sc *diffScenario) clone() *diffScenario {
 		c.steps[i] = s
 	}
 	return &c
+}
+
+// foldLimit returns sc with identity w's first step, when it is a change
+// of limit, made its starting limit instead; nil otherwise.
+func (sc *diffScenario) foldLimit(w int) *diffScenario {
+	for i, s := range sc.steps {
+		if s.do == doAdvance || s.do == doRelease || s.do == doExtend || s.who != w {
+			continue
+		}
+		if s.do != doLimit {
+			return nil
+		}
+		c := sc.clone()
+		c.initial = append([][]Limit(nil), sc.initial...)
+		c.initial[w] = s.limits
+		c.steps = append(c.steps[:i:i], c.steps[i+1:]...)
+		return c
+	}
+	return nil
 }
 
 // compactIDs returns sc with only the identities its steps use, numbered
