@@ -263,18 +263,15 @@ func (r *diffRunner) absorb(i int, events []wireEvent) *diffFailure {
 		}
 		for _, k := range sortedKeys(ev.ttls) {
 			switch ttl := ev.ttls[k]; {
-			case ttl == -1:
+			case ttl == ttlNone:
 				return r.fail("no-ttl", r.label(k), "key %s has no TTL after step #%d", r.label(k), i)
-			case ttl >= untouchedTTL:
-				// The script left the TTL alone: the earlier expiry stands.
-			case ttl >= 0:
-				// The TTL set lies in [ttl, ttl+slack] (see wireEvent);
-				// +1 ms as Redis expires a key only once the ms of its
-				// expiry has passed. The later bound: a key deleted late
-				// is harmless when its state no longer matters, and one
-				// deleted early would be a false alarm.
-				ttl += ev.slack
-				r.vexp[k] = vexpiry{at: r.now + (ttl+1)*1000, ttl: ttl, step: i}
+			case ttl == ttlUntouched:
+				// The call left the TTL alone: the earlier expiry stands.
+			default:
+				// Redis keeps a key given PEXPIRE n for more than n ms
+				// (its clock counts whole ms): it may be gone from n ms
+				// and 1 µs on. The state must not matter any more then.
+				r.vexp[k] = vexpiry{at: r.now + ttl*1000 + 1, ttl: ttl, step: i}
 			}
 		}
 		for k := range r.vexp {

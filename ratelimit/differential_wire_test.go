@@ -20,19 +20,17 @@ import (
 // wireProxy stands between the limiter's go-redis client and the
 // redis-server of the differential test, and does two things there:
 //
-//   - It runs every script call of the library as a wrapped script: the
-//     library's own source run as a function, followed by the harness's
-//     capture in the same script, and answers the client with the
-//     function's reply alone. The capture reads the TTL of every key
-//     (PTTL) and replaces each TTL the call just set by a long sentinel.
-//     The scripts compute their TTLs from the test clock, which jumps, so a
-//     TTL can be 1 ms of real time: without this, real time would expire
-//     keys between the call and any later look at them (and during
-//     go-redis's retry backoff after a lost reply). It has to be the same
-//     script: Redis freezes the clock of expiry for one script, not for a
-//     MULTI, and a loaded machine can pause Redis for milliseconds between
-//     two scripts. With it, keys expire only when the harness deletes them,
-//     at their TTL on the test clock.
+//   - It runs every script call of the library as a wrapped script (see
+//     wrapScript): the library's own source, whose TTLs are recorded and
+//     replaced by a long sentinel, followed by a capture of every key, in
+//     the same script; the client gets the source's reply alone. The
+//     scripts compute their TTLs from the test clock, which jumps, so a TTL
+//     can be 1 ms of real time: left to Redis, real time would expire keys
+//     between two steps (or during go-redis's retry backoff after a lost
+//     reply), and PEXPIRE of 1 ms can even delete a key at once when the
+//     millisecond ticks while Redis sets it. With the sentinel, keys
+//     expire only when the harness deletes them, at their TTL on the test
+//     clock.
 //   - While armed, it drops the reply to a script call that Redis ran,
 //     closing the connection, as replyDropper (replylost_test.go) does; the
 //     client saw a plain EVALSHA, so go-redis resends it on a new
@@ -60,19 +58,13 @@ type wireProxy struct {
 	conns  map[net.Conn]bool
 }
 
-// wireEvent is one script call Redis ran: its reply, and the keys with their
-// PTTL right after it (ms; -1 for a key without TTL).
-//
-// A PTTL counts from the moment it is read, and real time may pass between
-// the script setting a TTL and the capture reading it (a loaded machine can
-// deschedule Redis): the TTL the script set lies in [PTTL, PTTL+slack],
-// slack being the whole ms between TIME before the call and TIME after the
-// capture.
+// wireEvent is one script call Redis ran: its reply, the keys when it
+// started, and after it every key with the TTL the call gave it: a TTL in
+// ms it asked for, ttlNone (the key has no TTL), or ttlUntouched.
 type wireEvent struct {
 	reply   respValue
 	ttls    map[string]int64
-	slack   int64           // ms
-	before  map[string]bool // the keys when the script started
+	before  map[string]bool
 	dropped bool
 }
 
@@ -80,34 +72,71 @@ const (
 	// sentinelTTL is the TTL (ms) the harness gives every key a script
 	// wrote: ten days, which no run comes near in real time.
 	sentinelTTL = 10 * 24 * 3600 * 1000
-	// untouchedTTL: a PTTL above it is still the harness's sentinel, so
-	// the call did not set that key's TTL.
+	// untouchedTTL: a PTTL above it is the harness's sentinel.
 	untouchedTTL = sentinelTTL / 2
+	// The capture's TTL for a key without one, and for a key whose TTL
+	// the call left alone.
+	ttlNone      = -1
+	ttlUntouched = -3
 )
 
-// wrapScript returns src run as a function, then the capture: every key's
-// PTTL, the sentinel in place of any TTL the call set, and Redis's TIME in
-// µs before the call and after the capture. Its reply is {src's reply,
-// {key, PTTL, ..., time after}, time before, the keys before}.
+// wrapScript returns src run as a function whose redis.call records the
+// TTL each PEXPIRE or SET ... PX asks for and sets the sentinel instead,
+// followed by the capture. Its reply is {src's reply, {key, TTL, ...} for
+// every key after the call, {every key before it}}. A TTL the capture
+// finds that the call did not ask for and that is not the sentinel (the
+// harness's own tests set one behind the limiter's back) is reported and
+// replaced by the sentinel too. Commands that set a TTL some other way
+// fail the script: the harness would miss their TTLs.
 func wrapScript(src string) string {
-	return fmt.Sprintf(`local __t = redis.call('TIME')
-local __t0 = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
-local __keys = redis.call('KEYS', '*')
+	return fmt.Sprintf(`local __redis = redis
+local __ttl = {}
+local __before = __redis.call('KEYS', '*')
+local function __call(cmd, ...)
+  local args = {...}
+  local name = string.upper(cmd)
+  if name == 'PEXPIRE' then
+    if #args ~= 2 then
+      error({err = 'ERR differential test: PEXPIRE with options'})
+    end
+    __ttl[args[1]] = tonumber(args[2])
+    args[2] = %[2]d
+  elseif name == 'SET' then
+    for i = 3, #args do
+      local o = string.upper(tostring(args[i]))
+      if o == 'PX' then
+        __ttl[args[1]] = tonumber(args[i + 1])
+        args[i + 1] = %[2]d
+      elseif o == 'EX' or o == 'EXAT' or o == 'PXAT' then
+        error({err = 'ERR differential test: SET with ' .. o})
+      end
+    end
+  elseif name == 'EXPIRE' or name == 'PEXPIREAT' or name == 'EXPIREAT' or name == 'SETEX' or
+      name == 'PSETEX' or name == 'GETEX' or name == 'PERSIST' or name == 'RESTORE' then
+    error({err = 'ERR differential test: ' .. name .. ' is not virtualised'})
+  end
+  return __redis.call(cmd, unpack(args))
+end
+local redis = setmetatable({call = __call}, {__index = __redis})
 local __reply = (function()
-%s
+%[1]s
 end)()
 local __out = {}
-for _, k in ipairs(redis.call('KEYS', '*')) do
-  local ttl = redis.call('PTTL', k)
+for _, k in ipairs(__redis.call('KEYS', '*')) do
+  local p = __redis.call('PTTL', k)
   __out[#__out + 1] = k
-  __out[#__out + 1] = ttl
-  if ttl >= 0 and ttl < %d then
-    redis.call('PEXPIRE', k, %d)
+  if p < 0 then
+    __out[#__out + 1] = %[4]d
+  elseif __ttl[k] then
+    __out[#__out + 1] = __ttl[k]
+  elseif p < %[3]d then
+    __out[#__out + 1] = p
+    __redis.call('PEXPIRE', k, %[2]d)
+  else
+    __out[#__out + 1] = %[5]d
   end
 end
-__t = redis.call('TIME')
-__out[#__out + 1] = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
-return {__reply, __out, __t0, __keys}`, src, untouchedTTL, sentinelTTL)
+return {__reply, __out, __before}`, src, sentinelTTL, untouchedTTL, ttlNone, ttlUntouched)
 }
 
 // newWireProxy starts a proxy to target for the library scripts sources,
@@ -231,7 +260,7 @@ func (p *wireProxy) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		if wrapped.kind != '*' || len(wrapped.elems) != 4 {
+		if wrapped.kind != '*' || len(wrapped.elems) != 3 {
 			// An error of the script itself, or of Redis: as it is.
 			if _, err := client.Write(wrapped.appendTo(nil)); err != nil {
 				return
@@ -239,11 +268,13 @@ func (p *wireProxy) serve(client net.Conn) {
 			continue
 		}
 		reply := wrapped.elems[0]
-		ev := wireEvent{reply: reply, before: map[string]bool{}}
-		for _, k := range wrapped.elems[3].elems {
+		ev := wireEvent{reply: reply, ttls: map[string]int64{}, before: map[string]bool{}}
+		for i := 0; i+1 < len(wrapped.elems[1].elems); i += 2 {
+			ev.ttls[string(wrapped.elems[1].elems[i].str)] = wrapped.elems[1].elems[i+1].num
+		}
+		for _, k := range wrapped.elems[2].elems {
 			ev.before[string(k.str)] = true
 		}
-		ev.ttls, ev.slack = captureTTLs(wrapped.elems[1], wrapped.elems[2].num)
 		// Drop only a reply the script produced by running: an array.
 		if reply.kind == '*' && p.disarm() {
 			ev.dropped = true
@@ -279,20 +310,6 @@ func isScriptCall(cmd respValue) bool {
 	}
 	name := bytes.ToLower(cmd.elems[0].str)
 	return bytes.Equal(name, []byte("evalsha")) || bytes.Equal(name, []byte("eval"))
-}
-
-// captureTTLs decodes the capture's reply, and the slack of its PTTLs from
-// Redis's time before the call (µs).
-func captureTTLs(v respValue, before int64) (map[string]int64, int64) {
-	out := map[string]int64{}
-	n := len(v.elems) - 1
-	if n < 0 {
-		return out, 0
-	}
-	for i := 0; i+1 < n; i += 2 {
-		out[string(v.elems[i].str)] = v.elems[i+1].num
-	}
-	return out, v.elems[n].num/1000 - before/1000
 }
 
 // respValue is one RESP2 value.
