@@ -26,14 +26,32 @@ package ratelimit
 // see generate).
 //
 // It found bugs 4-6 of the issue on its own, on the code before the fixes
-// (commit ba8c139, this file's Refund call shape adapted):
+// (commit ba8c139, with differential_api_test.go adapted to its Refund),
+// with RATELIMIT_MODEL_RUNS=1 RATELIMIT_MODEL_STEPS=60 and the seed and
+// algorithm given (each shrunk from a 60-step run, in under 210 reruns):
 //
-//   - bug 4, the TTL of a plan's old limit wipes the state after a change
-//     to a longer limit: EVIDENCE-4
-//   - bug 5, a refund taken off the newest spend: EVIDENCE-5
-//   - bug 6, cost 0 denied: EVIDENCE-6
+//   - Bug 4, a change to a longer limit lets the old TTL wipe the state
+//     (SEED=10 with KINDS fixed_window, sliding_log, sliding_window,
+//     token_bucket; SEED=2 multi). fixed_window, id0 starts with 8/1.5ms:
+//     #0 AllowN(1); #1 WithLimit(9/10s); #2 AllowN(0); #3 advance 1.008ms:
+//     "expired-early: key id0 expired at t=1.001ms (a TTL of 1 ms set at
+//     step #0) while its state still mattered under 9/10s burst 9".
+//   - Bug 5, a refund taken off the newest spend (SEED=6 fixed_window,
+//     SEED=4 sliding_log and sliding_window, SEED=1 multi). fixed_window,
+//     id0 starts with 7/1.5ms: #0 AllowN(1); #1 advance 110µs (the next
+//     window); #2 AllowN(1); #3 Refund(#0, 1): "Remaining: redis 7,
+//     model 6; ResetAfter: redis 0s, model 1.497ms" (the refund of a
+//     forgotten window's spend gave back #2's).
+//   - Bug 6, cost 0 denied (SEED=7 fixed_window, SEED=8 sliding_log,
+//     SEED=11 multi). fixed_window, id0 starts with 9/37ms: #0 AllowN(5);
+//     #1 WithLimit(4/10s); #2 AllowN(0): "Allowed: redis false, model
+//     true; RetryAfter: redis 6.213376s, model 0s". multi, quotas fixed
+//     window 6/3ms, token bucket 6/1.234567s burst 12, fixed window 7/10s:
+//     #0 AllowCosts[0 0 2]; #1 WithLimit(9/1.5ms, 10/10s, 1/1ms);
+//     #2 AllowCosts[9 1 0]: the third quota, with cost 0, denied the call.
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -723,6 +741,15 @@ func TestDifferentialHarness(t *testing.T) {
 				// agreed: 5 - 2×2 - 1.
 				if want := "allowed=true remaining=0 retry=0s reset=10s"; trace[1] != want {
 					t.Fatalf("after a lost reply: %q, want %q", trace[1], want)
+				}
+				// The TTL the script asked for is the harness's: Redis
+				// holds the sentinel.
+				keys := e.admin.Keys(context.Background(), "*").Val()
+				if len(keys) != 1 {
+					t.Fatalf("keys %v, want the window's", keys)
+				}
+				if ttl := e.admin.PTTL(context.Background(), keys[0]).Val(); ttl < untouchedTTL*time.Millisecond {
+					t.Fatalf("PTTL %v: the script's TTL reached Redis", ttl)
 				}
 				return
 			}
