@@ -115,7 +115,7 @@ type diffRunner struct {
 const diffNamespace = "model"
 
 // diffScripts are the library's scripts, which the proxy knows how to wrap.
-var diffScripts = []string{lua.TokenBucket, lua.SlidingWindow, lua.SlidingLog, lua.FixedWindow, lua.Concurrency, lua.Multi}
+var diffScripts = []string{lua.Decide(), lua.Multi(), lua.Concurrency()}
 
 // run runs sc on fresh keys and returns its first failure, nil if none,
 // with what each step returned.
@@ -832,7 +832,7 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 		w := s.who
 		maxN := r.cur[w][0].Rate
 		lim := Limit{Rate: maxN, Per: durUS(ttl)}
-		weight, op, what := int64(1), opAcquire, "Acquire"
+		weight, op, what := int64(1), lAcquire, "Acquire"
 		if len(s.costs) > 0 {
 			weight = clampCost(s.costs[0], 1, maxN)
 		}
@@ -841,7 +841,7 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 		var err error
 		var events []wireEvent
 		if s.do == doPeek {
-			weight, op, what = 1, opPeek, "Peek"
+			weight, op, what = 1, lPeek, "Peek"
 			events = r.call(s.lost, func() { res, err = r.conc[w].Peek(r.ctx, r.ids[w]) })
 		} else {
 			events = r.call(s.lost, func() { lease, res, err = r.conc[w].Acquire(r.ctx, r.ids[w], weight) })
@@ -857,7 +857,7 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 			return f
 		}
 		id := "0"
-		if op == opAcquire {
+		if op == lAcquire {
 			id = "denied" + strconv.Itoa(s.uid)
 			if lease != nil && lease.Tracked() {
 				id = lease.ID()
@@ -873,9 +873,9 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 			}
 		}
 		r.trace[i] = resultString(res)
-		want := modelResult(rep, lim, op == opAcquire, r.sc.shadow)
+		want := modelResult(rep, lim, op == lAcquire, r.sc.shadow)
 		d := resultDiff("", res, want, rep.now)
-		if op == opAcquire {
+		if op == lAcquire {
 			r.out[s.uid] = &diffOutcome{who: w, t: r.now, costs: []int64{weight}, res: res, lease: lease, leaseMax: maxN}
 			if (lease != nil) != want.Allowed || (lease != nil && lease.Tracked() != rep.allowed) {
 				d = append(d, fmt.Sprintf("lease %v (tracked %v), model granted=%v", lease != nil, lease != nil && lease.Tracked(), rep.allowed))
@@ -884,7 +884,7 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 		if d != nil {
 			return r.fail("result", what+"/"+fieldsOf(d), "%s", joinLines(d))
 		}
-		if op == opAcquire {
+		if op == lAcquire {
 			for _, ev := range events {
 				if a, _ := ev.reply.ints(); len(a) > 0 && a[0] == 1 {
 					if err := r.led.acquire(w, id, weight, r.now, r.now+ttl, maxN); err != nil {
@@ -899,13 +899,13 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 			r.trace[i] = "skipped: its lease is not in this sequence"
 			return nil
 		}
-		what, op := "Release", opRelease
+		what, op := "Release", lRelease
 		if s.do == doExtend {
-			what, op = "Extend", opExtend
+			what, op = "Extend", lExtend
 		}
 		var err error
 		events := r.call(s.lost, func() {
-			if op == opRelease {
+			if op == lRelease {
 				err = o.lease.Release(r.ctx)
 			} else {
 				err = o.lease.Extend(r.ctx)
@@ -941,12 +941,12 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 		}
 		lost := errors.Is(err, ErrLeaseLost)
 		r.trace[i] = fmt.Sprintf("err=%v", err)
-		if op == opExtend && lost == rep.allowed {
+		if op == lExtend && lost == rep.allowed {
 			return r.fail("result", what, "Extend: redis err=%v, model still held=%v", err, rep.allowed)
 		}
 		a, _ := events[len(events)-1].reply.ints()
 		switch {
-		case op == opExtend && len(a) > 0 && a[0] == 1:
+		case op == lExtend && len(a) > 0 && a[0] == 1:
 			r.led.extend(o.who, o.lease.ID(), r.now+ttl)
 		default:
 			r.led.release(o.who, o.lease.ID())

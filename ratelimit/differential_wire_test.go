@@ -223,7 +223,7 @@ func (p *wireProxy) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		if !isScriptCall(cmd) {
+		if !wireScriptCall(cmd) {
 			if _, err := server.Write(cmd.appendTo(nil)); err != nil {
 				return
 			}
@@ -304,7 +304,7 @@ func (p *wireProxy) disarm() bool {
 	return false
 }
 
-func isScriptCall(cmd respValue) bool {
+func wireScriptCall(cmd respValue) bool {
 	if cmd.kind != '*' || len(cmd.elems) == 0 {
 		return false
 	}

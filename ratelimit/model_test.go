@@ -23,11 +23,19 @@ import (
 	"time"
 )
 
-// Script modes, as the single-algorithm scripts number them.
+// Script modes, as the scripts number them.
 const (
-	mPeek   = modePeek
-	mSpend  = modeSpend
-	mRefund = modeRefund
+	mPeek   = 0
+	mSpend  = 1
+	mRefund = 2
+)
+
+// Lease operations, as concurrency.lua numbers them.
+const (
+	lPeek    = 0
+	lAcquire = 1
+	lRelease = 2
+	lExtend  = 3
 )
 
 // modelReply is what every single-algorithm script answers.
@@ -559,7 +567,7 @@ func (m *leaseModel) call(maxN, ttl int64, id string, weight int64, op int, now 
 			n += l.weight
 		}
 	}
-	if op != opPeek {
+	if op != lPeek {
 		// A lease whose expiry passed is gone.
 		for k, l := range m.leases {
 			if l.expiry <= now {
@@ -573,18 +581,18 @@ func (m *leaseModel) call(maxN, ttl int64, id string, weight int64, op int, now 
 	}
 	ok := false
 	switch op {
-	case opRelease:
+	case lRelease:
 		if held() {
 			delete(m.leases, id)
 			n -= weight
 			ok = true
 		}
-	case opExtend:
+	case lExtend:
 		if held() {
 			m.leases[id] = leaseEntry{weight, now + ttl}
 			ok = true
 		}
-	case opAcquire:
+	case lAcquire:
 		switch {
 		case held():
 			ok = true // the same acquire again: granted once
@@ -593,7 +601,7 @@ func (m *leaseModel) call(maxN, ttl int64, id string, weight int64, op int, now 
 			n += weight
 			ok = true
 		}
-	case opPeek:
+	case lPeek:
 		ok = n+weight <= maxN
 	}
 	var last int64
@@ -601,7 +609,7 @@ func (m *leaseModel) call(maxN, ttl int64, id string, weight int64, op int, now 
 		last = max(last, l.expiry)
 	}
 	r := modelReply{allowed: ok, now: now, remaining: max(0, maxN-n)}
-	if !ok && (op == opPeek || op == opAcquire) {
+	if !ok && (op == lPeek || op == lAcquire) {
 		// Capacity comes back when the soonest-expiring leases expire.
 		var live []leaseEntry
 		for _, l := range m.leases {
@@ -818,12 +826,12 @@ func TestModelByHand(t *testing.T) {
 	})
 	t.Run("leases", func(t *testing.T) {
 		var m leaseModel
-		check("a", m.call(3, 1000, "a", 2, opAcquire, 0), modelReply{true, 1, 0, 1000, 0})
-		check("b waits for a", m.call(3, 1000, "b", 2, opAcquire, 100), modelReply{false, 1, 900, 900, 100})
-		check("a again", m.call(3, 1000, "a", 2, opAcquire, 100), modelReply{true, 1, 0, 900, 100})
-		check("extend a", m.call(3, 1000, "a", 2, opExtend, 200), modelReply{true, 1, 0, 1000, 200})
-		check("a expired", m.call(3, 1000, "b", 2, opAcquire, 1200), modelReply{true, 1, 0, 1000, 1200})
-		check("release a", m.call(3, 1000, "a", 2, opRelease, 1300), modelReply{false, 1, 0, 900, 1300})
+		check("a", m.call(3, 1000, "a", 2, lAcquire, 0), modelReply{true, 1, 0, 1000, 0})
+		check("b waits for a", m.call(3, 1000, "b", 2, lAcquire, 100), modelReply{false, 1, 900, 900, 100})
+		check("a again", m.call(3, 1000, "a", 2, lAcquire, 100), modelReply{true, 1, 0, 900, 100})
+		check("extend a", m.call(3, 1000, "a", 2, lExtend, 200), modelReply{true, 1, 0, 1000, 200})
+		check("a expired", m.call(3, 1000, "b", 2, lAcquire, 1200), modelReply{true, 1, 0, 1000, 1200})
+		check("release a", m.call(3, 1000, "a", 2, lRelease, 1300), modelReply{false, 1, 0, 900, 1300})
 	})
 	t.Run("multi", func(t *testing.T) {
 		qs := []*quotaModel{{alg: TokenBucket}, {alg: FixedWindow}}
