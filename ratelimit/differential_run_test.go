@@ -391,6 +391,9 @@ func (r *diffRunner) step(i int, s diffStep) *diffFailure {
 	case doReset:
 		return r.reset(i, s)
 	}
+	if s.do == doAllow && s.canceled {
+		return r.canceledStep(i, s)
+	}
 	switch r.sc.kind {
 	case kindLeases:
 		return r.leaseStep(i, s)
@@ -398,6 +401,61 @@ func (r *diffRunner) step(i int, s diffStep) *diffFailure {
 		return r.multiStep(i, s)
 	}
 	return r.limiterStep(i, s)
+}
+
+// canceledStep runs a decision whose caller's context ended before it: it
+// is denied with ReasonCanceled whatever the fail strategy or shadow mode,
+// with a *BackendError of type canceled, and calls nothing.
+func (r *diffRunner) canceledStep(i int, s diffStep) *diffFailure {
+	ctx, cancel := context.WithCancel(r.ctx)
+	cancel()
+	w, lims := s.who, r.cur[s.who]
+	var got Result
+	var quotas []Result
+	var lease *Lease
+	var err error
+	costs := make([]int64, len(lims))
+	for q, l := range lims {
+		costs[q] = clampCost(s.costs[q], 0, capacity(l))
+	}
+	want := Result{Reason: ReasonCanceled, Limit: lims[0]}
+	events := r.call(false, func() {
+		switch r.sc.kind {
+		case kindLeases:
+			want.Limit = Limit{Rate: lims[0].Rate, Per: durUS(r.sc.leaseTTL)}
+			lease, got, err = r.conc[w].Acquire(ctx, r.ids[w], clampCost(s.costs[0], 1, lims[0].Rate))
+		case kindMulti:
+			var m MultiResult
+			m, err = r.multi[w].AllowCosts(ctx, r.ids[w], costs...)
+			got, quotas = m.Result, m.Quotas
+		default:
+			got, err = r.lim[w].AllowN(ctx, r.ids[w], costs[0])
+		}
+	})
+	r.trace[i] = resultString(got)
+	r.out[s.uid] = &diffOutcome{who: w, t: r.now, costs: costs, refunded: make([]int64, len(costs)), res: got,
+		multi: MultiResult{Result: got, Quotas: quotas}, multiOK: r.sc.kind == kindMulti, leaseMax: lims[0].Rate}
+	if len(events) > 0 {
+		return r.fail("calls", "canceled", "a decision whose context had ended called Redis")
+	}
+	var be *BackendError
+	if !errors.As(err, &be) || be.Type != ErrorCanceled {
+		return r.fail("result", "canceled/error", "error %v, want a *BackendError of type canceled", err)
+	}
+	d := resultDiff("", got, want, 0)
+	if lease != nil {
+		d = append(d, "a lease was granted")
+	}
+	for q, qr := range quotas {
+		d = append(d, resultDiff(fmt.Sprintf("%s.", r.names[q]), qr, Result{Reason: ReasonCanceled, Limit: lims[q]}, 0)...)
+	}
+	if r.sc.kind == kindMulti && len(quotas) != len(lims) {
+		d = append(d, fmt.Sprintf("%d quota results, want %d", len(quotas), len(lims)))
+	}
+	if d != nil {
+		return r.fail("result", "canceled/"+fieldsOf(d), "%s", joinLines(d))
+	}
+	return nil
 }
 
 func (r *diffRunner) setLimit(i int, s diffStep) *diffFailure {

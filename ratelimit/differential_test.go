@@ -104,6 +104,8 @@ type diffStep struct {
 	ref    int     // doRefund, doRelease, doExtend: the uid of the step whose result it uses
 	d      int64   // doAdvance: µs
 	lost   bool    // the reply is dropped once: Redis ran the call, go-redis resends it
+	// canceled: the caller's context has ended before a decision (doAllow)
+	canceled bool
 }
 
 type diffScenario struct {
@@ -236,6 +238,15 @@ func (g *diffGen) cost(capacity int64) int64 {
 
 func (g *diffGen) lost() bool { return g.r.IntN(100) < 5 }
 
+// allow returns a decision step, now and then one whose caller has given up.
+func (g *diffGen) allow(w int, costs []int64) diffStep {
+	s := diffStep{do: doAllow, who: w, costs: costs, lost: g.lost()}
+	if !s.lost && g.r.IntN(100) < 3 {
+		s.canceled = true
+	}
+	return s
+}
+
 // advance moves the clock by µs to several periods of scale, or onto the
 // next multiple of scale (a window's edge), give or take 1 µs.
 func (g *diffGen) advance(scale int64) int64 {
@@ -280,7 +291,7 @@ func (g *diffGen) step() diffStep {
 			if g.r.IntN(8) == 0 {
 				weight = maxN
 			}
-			return diffStep{do: doAllow, who: w, costs: []int64{weight}, lost: g.lost()}
+			return g.allow(w, []int64{weight})
 		case p < 50 && len(g.acquires) > 0:
 			return diffStep{do: doRelease, ref: g.acquires[g.r.IntN(len(g.acquires))], lost: g.lost()}
 		case p < 62 && len(g.acquires) > 0:
@@ -303,7 +314,7 @@ func (g *diffGen) step() diffStep {
 	}
 	switch {
 	case p < 40:
-		return diffStep{do: doAllow, who: w, costs: costs(), lost: g.lost()}
+		return g.allow(w, costs())
 	case p < 47:
 		return diffStep{do: doPeek, who: w, lost: g.lost()}
 	case p < 60 && len(g.allows[w]) > 0:
@@ -320,7 +331,7 @@ func (g *diffGen) step() diffStep {
 	case p < 92:
 		return diffStep{do: doReset, who: w}
 	}
-	return diffStep{do: doAllow, who: w, costs: costs(), lost: g.lost()}
+	return g.allow(w, costs())
 }
 
 // ---- shrinking ----
@@ -402,6 +413,7 @@ func simpler(sc *diffScenario, i int) []*diffScenario {
 		}
 	}
 	vary(func(s *diffStep) bool { ok := s.lost; s.lost = false; return ok })
+	vary(func(s *diffStep) bool { ok := s.canceled; s.canceled = false; return ok })
 	for q := range sc.steps[i].costs {
 		for _, to := range []func(int64) int64{
 			func(int64) int64 { return 0 },
@@ -586,6 +598,9 @@ func (sc *diffScenario) report(f *diffFailure, trace []string) string {
 		}
 		if s.lost {
 			op += " [reply lost]"
+		}
+		if s.canceled {
+			op += " [canceled]"
 		}
 		fmt.Fprintf(&b, "    #%-3d %-48s", i, op)
 		if i < len(trace) && trace[i] != "" {
