@@ -1,14 +1,25 @@
 package ratelimit
 
-import "context"
+import (
+	"context"
 
-// The calls of the differential test whose shape changed with issue 11
-// (Result.Time, Refund of a given spend), in one place, so that the test
-// can run against the code before it by swapping this file alone (see the
-// top of differential_test.go).
+	"github.com/distributed-rate-limiter/ratelimit-go/lua"
+)
 
-// diffResultTime returns the decision time of r in µs, and whether the API
-// reports one.
+// What the differential test needs of the API that changed with issue 11
+// (Result.Time, Refund of a given spend, ReasonCanceled) and of the scripts'
+// packaging, in one place: the test runs against the code before issue 11
+// by swapping this file alone (see the top of differential_test.go).
+
+// diffScripts are the library's scripts, which the proxy knows how to wrap.
+var diffScripts = []string{lua.Decide(), lua.Multi(), lua.Concurrency()}
+
+// diffReasonCanceled is the Reason of a decision whose caller's context
+// ended before Redis decided.
+const diffReasonCanceled = ReasonCanceled
+
+// diffResultTime returns the decision time of r in µs (0 for none), and
+// whether the API reports one.
 func diffResultTime(r Result) (int64, bool) {
 	if r.Time.IsZero() {
 		return 0, true

@@ -15,7 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
-	"github.com/distributed-rate-limiter/ratelimit-go/lua"
 )
 
 // diffEnv is the real Redis of a differential test: one redis-server, shared
@@ -113,9 +112,6 @@ type diffRunner struct {
 }
 
 const diffNamespace = "model"
-
-// diffScripts are the library's scripts, which the proxy knows how to wrap.
-var diffScripts = []string{lua.Decide(), lua.Multi(), lua.Concurrency()}
 
 // run runs sc on fresh keys and returns its first failure, nil if none,
 // with what each step returned.
@@ -418,7 +414,7 @@ func (r *diffRunner) canceledStep(i int, s diffStep) *diffFailure {
 	for q, l := range lims {
 		costs[q] = clampCost(s.costs[q], 0, capacity(l))
 	}
-	want := Result{Reason: ReasonCanceled, Limit: lims[0]}
+	want := Result{Reason: diffReasonCanceled, Limit: lims[0]}
 	events := r.call(false, func() {
 		switch r.sc.kind {
 		case kindLeases:
@@ -447,7 +443,7 @@ func (r *diffRunner) canceledStep(i int, s diffStep) *diffFailure {
 		d = append(d, "a lease was granted")
 	}
 	for q, qr := range quotas {
-		d = append(d, resultDiff(fmt.Sprintf("%s.", r.names[q]), qr, Result{Reason: ReasonCanceled, Limit: lims[q]}, 0)...)
+		d = append(d, resultDiff(fmt.Sprintf("%s.", r.names[q]), qr, Result{Reason: diffReasonCanceled, Limit: lims[q]}, 0)...)
 	}
 	if r.sc.kind == kindMulti && len(quotas) != len(lims) {
 		d = append(d, fmt.Sprintf("%d quota results, want %d", len(quotas), len(lims)))
