@@ -44,7 +44,7 @@ func (e *diffEnv) now() time.Time { return time.UnixMicro(e.clock.Load()) }
 // diffFailure is the first check a run failed.
 type diffFailure struct {
 	step  int    // index in the scenario's steps
-	class string // result, lost-reply, no-ttl, expired-early, ledger, calls, error
+	class string // result, lost-reply, no-ttl, expired-early, ledger, calls, harness, error
 	what  string // the operation (and field): the symptom shrinking keeps
 	msg   string
 	state string   // Redis's and the model's state of the identity, for a wrong result
@@ -67,7 +67,7 @@ type vexpiry struct {
 	step    int
 }
 
-// outcome is what a step returned, for the steps that refer to it.
+// diffOutcome is what a step returned, for the steps that refer to it.
 type diffOutcome struct {
 	who      int
 	t        int64 // the step's clock
@@ -80,6 +80,8 @@ type diffOutcome struct {
 	leaseMax int64
 }
 
+// diffRunner runs one scenario: the limiters, the models, the virtual
+// expiry of every key and the ledger.
 type diffRunner struct {
 	e   *diffEnv
 	sc  *diffScenario
@@ -1009,33 +1011,17 @@ func (r *diffRunner) leaseStep(i int, s diffStep) *diffFailure {
 	return nil
 }
 
+// fieldsOf names the fields a list of differences is about: the symptom
+// shrinking keeps.
 func fieldsOf(d []string) string {
-	var fields []string
-	for _, line := range d {
-		f := line
-		for j := 0; j < len(line); j++ {
-			if line[j] == ':' {
-				f = line[:j]
-				break
-			}
-		}
-		fields = append(fields, f)
+	fields := make([]string, len(d))
+	for i, line := range d {
+		fields[i], _, _ = strings.Cut(line, ":")
 	}
-	return joinWith(fields, ",")
+	return strings.Join(fields, ",")
 }
 
-func joinLines(d []string) string { return joinWith(d, "; ") }
-
-func joinWith(s []string, sep string) string {
-	out := ""
-	for k, x := range s {
-		if k > 0 {
-			out += sep
-		}
-		out += x
-	}
-	return out
-}
+func joinLines(d []string) string { return strings.Join(d, "; ") }
 
 // ledger counts what Redis admitted and what was refunded, per identity and
 // quota, independently of the model, and checks after every admission that

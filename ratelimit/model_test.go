@@ -2,14 +2,17 @@ package ratelimit
 
 // Reference models of every algorithm, for the differential test
 // (differential_test.go). Each model is written from the algorithm's
-// definition (Algorithm's doc, the package doc and the header of its Lua
-// script), not translated from the script: it keeps the state in the form
-// the definition needs (a token level, a window count, a log of spends, a
-// set of leases) and answers in the same integer microseconds as the
-// scripts, rounding where the definition rounds. Where a script computes in
-// Lua doubles on purpose (a token level carried across a change of Per, a
-// sliding window's estimate carried across a change of Per) the model does
-// the same float64 operations, which IEEE 754 makes bit-identical.
+// definition (Algorithm's doc, Refund's, the package doc and the comments
+// of the Lua scripts, with the semantics of issue 11): it keeps the state
+// in the form the definition needs (a token level, a window count, a log
+// of spends, a set of leases) and answers in the same integer microseconds
+// as the scripts, rounding where the definition rounds. Where a script
+// computes in Lua doubles on purpose (a token level carried across a change
+// of Per, a sliding window's estimate carried across a change of Per) the
+// model does the same float64 operations, which IEEE 754 makes
+// bit-identical. Where the moment a script rewrites its state shows in
+// later answers (a bucket rewritten after a change of limit is floored
+// again at the next one), the model rewrites at the same moment.
 //
 // A model knows no expiry: the harness deletes a key when the TTL Redis
 // gave it has passed on the test clock, tells the model, and first asks it
@@ -104,8 +107,8 @@ func (m *tbModel) load(p tbParams, now int64) *tbView {
 		level, last = m.level, m.last
 		if m.per != p.per {
 			// Another Limit since the level was written: the same
-			// fraction of a token per token, floored, computed in
-			// doubles as the script does.
+			// tokens in the new units, floored, computed in doubles
+			// as the script does.
 			level = int64(math.Floor(float64(level) / float64(m.per) * float64(p.per)))
 		}
 		level = max(0, min(level, p.cap))
