@@ -12,7 +12,9 @@
 --   A.report(st, cost, fits)                   remaining, retry_after, reset_after
 --
 -- st.now is the decision's time (moved forward to a stored time when TIME
--- went backwards: a failover to a node with another clock); st.stale says
+-- went backwards: a failover to a node with another clock); st.born is when
+-- the stored state began (a refund of a spend older than that, one a Reset
+-- or an expiry forgot, gives nothing back); st.stale says
 -- that a call other than a Peek must write the state even if it spends
 -- nothing: after a change of limit its TTL would no longer cover what the
 -- new limit needs, or (sliding log) expired entries were dropped.
@@ -26,6 +28,10 @@
 -- Every quantity is an integer below 2^53, exact in a Lua double; no float
 -- is stored or returned.
 
+-- MIN_TTL is the least TTL a script sets, in ms: Redis 7.0 can delete a key
+-- given PEXPIRE 1 as soon as its millisecond ticks.
+local MIN_TTL = 2
+
 -- pack and unpack are Redis's struct library, which every Redis has and an
 -- embedded stand-in (miniredis) may not: the token bucket then keeps its
 -- state as text. Packed, reading and writing it costs a few hundred
@@ -38,10 +44,10 @@ if struct then pack, unpack = struct.pack, struct.unpack end
 -- Token bucket: a = rate (units per µs), b = per (units per token), c =
 -- burst (tokens). The Go side reduces rate/per by their gcd. State: one
 -- string (one SET with PX: cheaper for Redis than a hash and its separate
--- PEXPIRE) holding level, last update (µs), per and expiry (µs): a zero
--- byte and four packed doubles (exact below 2^53), or without the struct
--- library the text "<level>:<last>:<per>:<expiry>", which is also how
--- earlier versions wrote it. The stored expiry is when the key's TTL ends:
+-- PEXPIRE) holding level, last update (µs), per, expiry (µs) and birth
+-- (µs): a zero byte and five packed doubles (exact below 2^53), or without
+-- the struct library the text "<level>:<last>:<per>:<expiry>:<born>"
+-- (earlier versions wrote the first three or four). The stored expiry is when the key's TTL ends:
 -- under an unchanged limit it always covers the refill; after a longer
 -- period or a larger burst, st.stale.
 local TB = {}
@@ -49,18 +55,19 @@ function TB.check(rate, per, burst) return burst >= 1 and burst <= MAX / per end
 function TB.capacity(rate, per, burst) return burst end
 function TB.load(keys, k, rate, per, burst, now)
   local cap = burst * per
-  local st = {key = keys[k], rate = rate, per = per, cap = cap, level = cap, now = now, stale = false}
+  local st = {key = keys[k], rate = rate, per = per, cap = cap, level = cap, now = now, born = now, stale = false}
   local raw = call('GET', st.key)
   if not raw then return st end
-  local level, last, p, expiry
-  if unpack and #raw == 33 and raw:byte(1) == 0 then
+  local level, last, p, expiry, born
+  if unpack and #raw == 41 and raw:byte(1) == 0 then
     local _
-    _, level, last, p, expiry = unpack('<Bdddd', raw)
+    _, level, last, p, expiry, born = unpack('<Bddddd', raw)
   else
-    local a, b, c, d = match(raw, '^(%d+):(%d+):(%d+):?(%d*)$')
-    level, last, p, expiry = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    local a, b, c, d, e = match(raw, '^(%d+):(%d+):(%d+):?(%d*):?(%d*)$')
+    level, last, p, expiry, born = tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e)
   end
   if not (level and last and p and p >= 1) then return st end
+  st.born = born or 0
   if p ~= per then
     -- The limit changed since this state was written: keep the tokens.
     -- This is the only place a division may round.
@@ -86,8 +93,8 @@ function TB.load(keys, k, rate, per, burst, now)
 end
 function TB.fits(st, cost) return st.level >= cost * st.per end
 function TB.spend(st, cost) st.level = st.level - cost * st.per end
-function TB.refund(st, cost)
-  if st.level >= st.cap then return false end
+function TB.refund(st, cost, at)
+  if st.level >= st.cap or at < st.born then return false end
   st.level = min(st.cap, st.level + cost * st.per)
   return true
 end
@@ -100,9 +107,9 @@ function TB.write(st)
   local ms = max(1, ceil((st.cap - st.level) / st.rate / 1000))
   local v
   if pack then
-    v = pack('<Bdddd', 0, st.level, st.now, st.per, st.now + ms * 1000)
+    v = pack('<Bddddd', 0, st.level, st.now, st.per, st.now + ms * 1000, st.born)
   else
-    v = format('%d:%d:%d:%d', st.level, st.now, st.per, st.now + ms * 1000)
+    v = format('%d:%d:%d:%d:%d', st.level, st.now, st.per, st.now + ms * 1000, st.born)
   end
   call('SET', st.key, v, 'PX', ms)
 end
@@ -122,16 +129,17 @@ local function is_int(v) return v ~= nil and v == floor(v) end
 --   ceil(previous * (ticks - elapsed ticks) / ticks) + current,
 -- the previous window's count assumed spread evenly over it. State: a hash
 -- {s = start of the current window, c = its count, q = the previous
--- window's count, p = window length (µs)}.
+-- window's count, p = window length (µs), b = birth (µs)}.
 local SW = {}
 function SW.check(quota, ticks, tick) return tick >= 1 and ticks <= MAX / quota and ticks <= MAX / 4 / tick end
 function SW.capacity(quota) return quota end
 function SW.load(keys, k, quota, ticks, tick, now)
   local window = ticks * tick
-  local st = {key = keys[k], quota = quota, ticks = ticks, tick = tick, window = window, cur = 0, prev = 0, stale = false}
-  local h = call('HMGET', st.key, 's', 'c', 'q', 'p')
+  local st = {key = keys[k], quota = quota, ticks = ticks, tick = tick, window = window, cur = 0, prev = 0, born = now, stale = false}
+  local h = call('HMGET', st.key, 's', 'c', 'q', 'p', 'b')
   local s, c, q, p = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
   local valid = is_int(s) and is_int(c) and is_int(q) and is_int(p) and p >= 1 and c >= 0 and q >= 0
+  if valid then st.born = tonumber(h[5]) or 0 end
   -- TIME went backwards: count in the window already written.
   if valid and s > now then now = s end
   local start = now - now % window
@@ -166,6 +174,7 @@ function SW.fits(st, cost) return weighted(st) + st.cur + cost <= st.quota end
 function SW.spend(st, cost) st.cur = st.cur + cost end
 function SW.refund(st, cost, at)
   -- Back to the window the spend was counted in, if it is still counted.
+  if at < st.born then return false end
   if at >= st.start and at < st.start + st.window and st.cur > 0 then
     st.cur = max(st.cur - cost, 0)
     return true
@@ -180,8 +189,8 @@ function SW.write(st)
     call('DEL', st.key)
     return
   end
-  call('HSET', st.key, 's', st.start, 'c', st.cur, 'q', st.prev, 'p', st.window)
-  call('PEXPIRE', st.key, ceil((st.start + 2 * st.window - st.now) / 1000))
+  call('HSET', st.key, 's', st.start, 'c', st.cur, 'q', st.prev, 'p', st.window, 'b', st.born)
+  call('PEXPIRE', st.key, max(MIN_TTL, ceil((st.start + 2 * st.window - st.now) / 1000)))
 end
 -- first_tick returns the first tick of a window at which n, weighted,
 -- leaves room (>= 0): ticks when only the next window will do.
@@ -218,15 +227,16 @@ end
 -- the Unix epoch: window k covers [k*window, (k+1)*window) of Redis TIME,
 -- the same for every identity and instance (a daily quota resets at 00:00
 -- UTC). State: a hash {s = start of the window counted, p = its length,
--- c = units spent in it}.
+-- c = units spent in it, b = birth (µs)}.
 local FW = {}
 function FW.check(quota, window, zero) return zero == 0 and window <= MAX / 4 end
 FW.capacity = SW.capacity
 function FW.load(keys, k, quota, window, zero, now)
-  local st = {key = keys[k], quota = quota, window = window, spent = 0, stale = false}
-  local h = call('HMGET', st.key, 's', 'p', 'c')
+  local st = {key = keys[k], quota = quota, window = window, spent = 0, born = now, stale = false}
+  local h = call('HMGET', st.key, 's', 'p', 'c', 'b')
   local s, p, c = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
   local valid = is_int(s) and is_int(p) and is_int(c) and p >= 1 and c >= 0
+  if valid then st.born = tonumber(h[4]) or 0 end
   if valid and s > now then now = s end
   local start = now - now % window
   if valid and s < start + window and s + p > start then
@@ -245,7 +255,7 @@ function FW.spend(st, cost) st.spent = st.spent + cost end
 function FW.refund(st, cost, at)
   -- Only a spend counted in the stored window comes back: one of an
   -- earlier window is forgotten already.
-  if st.spent == 0 or at < st.s or at >= st.s + st.p then return false end
+  if st.spent == 0 or at < st.s or at >= st.s + st.p or at < st.born then return false end
   st.spent = max(st.spent - cost, 0)
   return true
 end
@@ -254,8 +264,8 @@ function FW.write(st)
     call('DEL', st.key)
     return
   end
-  call('HSET', st.key, 's', st.start, 'p', st.window, 'c', st.spent)
-  call('PEXPIRE', st.key, ceil((st.start + st.window - st.now) / 1000))
+  call('HSET', st.key, 's', st.start, 'p', st.window, 'c', st.spent, 'b', st.born)
+  call('PEXPIRE', st.key, max(MIN_TTL, ceil((st.start + st.window - st.now) / 1000)))
 end
 function FW.report(st, cost, fits)
   local until_end = st.start + st.window - st.now
@@ -269,7 +279,7 @@ end
 -- Sliding log: a = quota, b = window (µs), c = 0. Every allowed spend is
 -- logged with its time: a sorted set, member "<seq>:<cost>", score = time,
 -- and a summary hash {n = units in the log, s = last seq, w = the window the
--- TTLs were set for}, under the same hash tag. Exact in every window of
+-- TTLs were set for, b = birth (µs)}, under the same hash tag. Exact in every window of
 -- length Per; O(log N) per call plus the entries a call touches (expired
 -- ones, each removed once; on a denial at most `cost` of the oldest).
 local SL = {}
@@ -281,8 +291,8 @@ local function parse(m)
   return tonumber(seq), tonumber(c)
 end
 function SL.load(keys, k, quota, window, zero, now, mode)
-  local st = {log = keys[k], meta = keys[k + 1], quota = quota, window = window, stale = false, newest = 0}
-  local m = call('HMGET', st.meta, 'n', 's', 'w')
+  local st = {log = keys[k], meta = keys[k + 1], quota = quota, window = window, stale = false, newest = 0, born = now}
+  local m = call('HMGET', st.meta, 'n', 's', 'w', 'b')
   local n, seq = tonumber(m[1]), tonumber(m[2])
   local entries = call('ZCARD', st.log)
   if entries == 0 then
@@ -297,6 +307,7 @@ function SL.load(keys, k, quota, window, zero, now, mode)
     end
   end
   if entries > 0 then
+    st.born = tonumber(m[4]) or 0
     st.newest = tonumber(call('ZRANGE', st.log, -1, -1, 'WITHSCORES')[2])
     -- TIME went backwards: treat the newest entry's time as now.
     if st.newest > now then now = st.newest end
@@ -325,7 +336,7 @@ function SL.spend(st, cost)
   st.n, st.newest = st.n + cost, st.now
 end
 function SL.refund(st, cost, at)
-  if at <= st.cutoff then return false end
+  if at <= st.cutoff or at < st.born then return false end
   -- The entries of the refunded spend: those logged at its time (several
   -- calls may share a microsecond; the newest first). Each step removes or
   -- shrinks one entry.
@@ -358,8 +369,8 @@ function SL.write(st)
     call('DEL', st.log, st.meta)
     return
   end
-  local ttl = ceil((st.newest + st.window - st.now) / 1000)
-  call('HSET', st.meta, 'n', st.n, 's', st.seq, 'w', st.window)
+  local ttl = max(MIN_TTL, ceil((st.newest + st.window - st.now) / 1000))
+  call('HSET', st.meta, 'n', st.n, 's', st.seq, 'w', st.window, 'b', st.born)
   call('PEXPIRE', st.log, ttl)
   call('PEXPIRE', st.meta, ttl)
 end

@@ -114,7 +114,8 @@ if dirty then
     n, last = 0, 0
     redis.call('DEL', LEASES, META)
   else
-    local ttl_ms = math.ceil((last - now) / 1000)
+    -- At least 2 ms: Redis 7.0 can delete a key given PEXPIRE 1 at once.
+    local ttl_ms = math.max(2, math.ceil((last - now) / 1000))
     redis.call('HSET', META, 'n', n)
     redis.call('PEXPIRE', LEASES, ttl_ms)
     redis.call('PEXPIRE', META, ttl_ms)

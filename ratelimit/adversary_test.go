@@ -339,3 +339,46 @@ func TestCostZeroAfterDowngrade(t *testing.T) {
 		})
 	}
 }
+
+// TestRefundAfterReset: a refund of a spend that a Reset forgot gives
+// nothing back (the state it names is gone; the new state was born after
+// it), for every algorithm and the MultiLimiter: else it would give back
+// the units of later spends.
+func TestRefundAfterReset(t *testing.T) {
+	b := realBackend(t)
+	ctx := context.Background()
+	for _, alg := range limiterAlgorithms {
+		l := mustNew(t, b.client, PerMinute(7), append(b.opts, WithAlgorithm(alg), WithNamespace("reset-refund"))...)
+		old, err := l.AllowN(ctx, "u", 1)
+		if err != nil || !old.Allowed {
+			t.Fatalf("%v: %+v %v", alg, old, err)
+		}
+		if err := l.Reset(ctx, "u"); err != nil {
+			t.Fatal(err)
+		}
+		b.advance(time.Millisecond)
+		if res, err := l.AllowN(ctx, "u", 7); err != nil || !res.Allowed {
+			t.Fatalf("%v: the full burst after the reset: %+v %v", alg, res, err)
+		}
+		res, err := l.Refund(ctx, "u", old, 1)
+		if err != nil || res.Remaining != 0 {
+			t.Errorf("%v: refund of the spend before the reset: %+v %v, want nothing given back", alg, res, err)
+		}
+		if res, _ := l.Allow(ctx, "u"); res.Allowed {
+			t.Errorf("%v: admitted an 8th unit with a limit of 7", alg)
+		}
+	}
+	m := mustNewMulti(t, b.client, []Quota{{Name: "tb", Limit: PerMinute(7)}, {Name: "fw", Limit: PerMinute(7), Algorithm: FixedWindow}},
+		append(b.opts, WithNamespace("reset-refund"))...)
+	old, _ := m.Allow(ctx, "u")
+	if err := m.Reset(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	b.advance(time.Millisecond)
+	if res, _ := m.AllowN(ctx, "u", 7); !res.Allowed {
+		t.Fatalf("multi: the full burst after the reset: %+v", res)
+	}
+	if res, err := m.Refund(ctx, "u", old, 1, 1); err != nil || res.Quotas[0].Remaining != 0 || res.Quotas[1].Remaining != 0 {
+		t.Errorf("multi: refund of the spend before the reset: %+v %v, want nothing given back", res, err)
+	}
+}

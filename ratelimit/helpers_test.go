@@ -194,16 +194,18 @@ var (
 )
 
 // tokenBucketState decodes a token bucket's stored state, in either of the
-// forms token_bucket's load reads: a zero byte and four little-endian
-// doubles (Redis's struct library), or text.
+// forms the token bucket's load reads: a zero byte and five little-endian
+// doubles (Redis's struct library: level, last, per, expiry, birth), or
+// text.
 func tokenBucketState(raw string) (level, last, per, expiry int64, err error) {
-	if len(raw) == 33 && raw[0] == 0 {
+	if len(raw) == 41 && raw[0] == 0 {
 		f := func(i int) int64 {
 			return int64(math.Float64frombits(binary.LittleEndian.Uint64([]byte(raw[1+8*i : 9+8*i]))))
 		}
 		return f(0), f(1), f(2), f(3), nil
 	}
-	_, err = fmt.Sscanf(raw, "%d:%d:%d:%d", &level, &last, &per, &expiry)
+	var born int64
+	_, err = fmt.Sscanf(raw, "%d:%d:%d:%d:%d", &level, &last, &per, &expiry, &born)
 	return level, last, per, expiry, err
 }
 
