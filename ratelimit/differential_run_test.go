@@ -44,7 +44,7 @@ func (e *diffEnv) now() time.Time { return time.UnixMicro(e.clock.Load()) }
 // diffFailure is the first check a run failed.
 type diffFailure struct {
 	step  int    // index in the scenario's steps
-	class string // result, lost-reply, no-ttl, expired-early, ledger, calls, harness, error
+	class string // result, lost-reply, no-ttl, short-ttl, expired-early, ledger, calls, harness, error
 	what  string // the operation (and field): the symptom shrinking keeps
 	msg   string
 	state string   // Redis's and the model's state of the identity, for a wrong result
@@ -58,6 +58,18 @@ type keyOwner struct {
 	who, quota int
 	state      bool // false for a summary (":meta") that the scripts rebuild when lost
 	label      string
+	// minTTL is the least TTL (ms) a script may give the key: 1 for a
+	// token bucket's SET PX, 2 for every PEXPIRE (Redis 7.0 can delete a
+	// key given PEXPIRE 1 at once).
+	minTTL int64
+}
+
+// minTTLOf is the keyOwner.minTTL of the keys of alg.
+func minTTLOf(alg Algorithm) int64 {
+	if alg == TokenBucket {
+		return 1
+	}
+	return 2
 }
 
 // vexpiry is the virtual expiry of a key: when its TTL, set by a script at
@@ -180,8 +192,8 @@ func (r *diffRunner) setup() error {
 				return err
 			}
 			key, _ := r.bases.conc.Key(r.ids[i])
-			r.keys[key] = keyOwner{who: i, state: true, label: fmt.Sprintf("id%d leases", i)}
-			r.keys[key+metaSuffix] = keyOwner{who: i, label: fmt.Sprintf("id%d leases:meta", i)}
+			r.keys[key] = keyOwner{who: i, state: true, label: fmt.Sprintf("id%d leases", i), minTTL: 2}
+			r.keys[key+metaSuffix] = keyOwner{who: i, label: fmt.Sprintf("id%d leases:meta", i), minTTL: 2}
 			r.led.account(i, 0, Concurrency, sc.initial[i][0])
 		}
 	case kindMulti:
@@ -201,7 +213,7 @@ func (r *diffRunner) setup() error {
 			}
 			keys, _ := r.multi[i].Keys(r.ids[i])
 			for q, k := range keys {
-				r.keys[k] = keyOwner{who: i, quota: q, state: true, label: fmt.Sprintf("id%d %s", i, r.names[q])}
+				r.keys[k] = keyOwner{who: i, quota: q, state: true, label: fmt.Sprintf("id%d %s", i, r.names[q]), minTTL: minTTLOf(sc.algs[q])}
 				r.qm[i] = append(r.qm[i], &quotaModel{alg: sc.algs[q]})
 				r.led.account(i, q, sc.algs[q], sc.initial[i][q])
 			}
@@ -217,9 +229,9 @@ func (r *diffRunner) setup() error {
 				return err
 			}
 			key, _ := r.lim[i].Key(r.ids[i])
-			r.keys[key] = keyOwner{who: i, state: true, label: fmt.Sprintf("id%d", i)}
+			r.keys[key] = keyOwner{who: i, state: true, label: fmt.Sprintf("id%d", i), minTTL: minTTLOf(alg)}
 			if alg.twoKeys() {
-				r.keys[key+metaSuffix] = keyOwner{who: i, label: fmt.Sprintf("id%d:meta", i)}
+				r.keys[key+metaSuffix] = keyOwner{who: i, label: fmt.Sprintf("id%d:meta", i), minTTL: minTTLOf(alg)}
 			}
 			r.qm[i] = []*quotaModel{{alg: alg}}
 			r.led.account(i, 0, alg, sc.initial[i][0])
@@ -265,6 +277,8 @@ func (r *diffRunner) absorb(i int, events []wireEvent) *diffFailure {
 				return r.fail("no-ttl", r.label(k), "key %s has no TTL after step #%d", r.label(k), i)
 			case ttl == ttlUntouched:
 				// The call left the TTL alone: the earlier expiry stands.
+			case ttl < r.keys[k].minTTL:
+				return r.fail("short-ttl", r.label(k), "key %s given a TTL of %d ms at step #%d, below the least of %d ms", r.label(k), ttl, i, r.keys[k].minTTL)
 			default:
 				// Redis keeps a key given PEXPIRE n for more than n ms
 				// (its clock counts whole ms): it may be gone from n ms
@@ -507,7 +521,7 @@ func (r *diffRunner) reset(i int, s diffStep) *diffFailure {
 	} else {
 		for q, m := range r.qm[w] {
 			m.clear()
-			r.led.forget(w, q)
+			r.led.forget(w, q, r.now)
 		}
 	}
 	return nil
@@ -1035,11 +1049,16 @@ type ledgerAccount struct {
 	alg   Algorithm
 	limit Limit
 	adm   []ledgerAdm // the regime's admissions
-	ref   []ledgerRef // refunds made during the regime of spends since the last Reset
+	ref   []ledgerRef // refunds made during the regime of spends since the last Reset (or in its µs)
 	held  map[string]ledgerLease
-	// epoch holds the spends since the last Reset: a refund of an older
-	// one gives back nothing it could count.
-	epoch map[int]bool
+	// epoch holds the spends since the last Reset, with their times: a
+	// refund of an older one gives back nothing it could count (the state
+	// written after the Reset is born later)...
+	epoch map[int]int64
+	// ...unless the Reset ran in the µs of that spend: a state born in
+	// that µs cannot tell the spend from its own, and the refund may give
+	// back units of the spends since the Reset (the birth's resolution).
+	resetUS map[int]int64
 }
 
 type ledgerAdm struct {
@@ -1050,12 +1069,14 @@ type ledgerAdm struct {
 type ledgerRef struct {
 	resUID          int
 	resT, t, amount int64
+	// forgotten: the spend was made before a Reset in its µs (resetUS).
+	forgotten bool
 }
 
 type ledgerLease struct{ weight, expiry int64 }
 
 func (l *diffLedger) account(who, q int, alg Algorithm, lim Limit) {
-	l.accts[[2]int{who, q}] = &ledgerAccount{alg: alg, limit: lim, held: map[string]ledgerLease{}, epoch: map[int]bool{}}
+	l.accts[[2]int{who, q}] = &ledgerAccount{alg: alg, limit: lim, held: map[string]ledgerLease{}, epoch: map[int]int64{}, resetUS: map[int]int64{}}
 }
 
 func (l *diffLedger) boundary(who, q int, lim Limit) {
@@ -1068,15 +1089,25 @@ func (l *diffLedger) boundary(who, q int, lim Limit) {
 
 func (l *diffLedger) refund(who, q, resUID int, resT, t, amount int64) {
 	a := l.accts[[2]int{who, q}]
-	if a.epoch[resUID] {
-		a.ref = append(a.ref, ledgerRef{resUID: resUID, resT: resT, t: t, amount: amount})
+	_, inEpoch := a.epoch[resUID]
+	if _, forgotten := a.resetUS[resUID]; inEpoch || forgotten {
+		a.ref = append(a.ref, ledgerRef{resUID: resUID, resT: resT, t: t, amount: amount, forgotten: !inEpoch})
 	}
 }
 
-// forget starts a new epoch: a Reset forgot every spend.
-func (l *diffLedger) forget(who, q int) {
+// forget starts a new epoch: a Reset at t forgot every spend. Those made
+// at t too stay refundable in the new epoch.
+func (l *diffLedger) forget(who, q int, t int64) {
 	a := l.accts[[2]int{who, q}]
-	a.adm, a.ref, a.epoch = nil, nil, map[int]bool{}
+	resetUS := map[int]int64{}
+	for _, spends := range []map[int]int64{a.epoch, a.resetUS} {
+		for uid, at := range spends {
+			if at == t {
+				resetUS[uid] = at
+			}
+		}
+	}
+	a.adm, a.ref, a.epoch, a.resetUS = nil, nil, map[int]int64{}, resetUS
 }
 
 // admit records an admission of amount at t and checks the bound of the
@@ -1084,7 +1115,7 @@ func (l *diffLedger) forget(who, q int) {
 func (l *diffLedger) admit(who, q, uid int, t, amount int64) error {
 	a := l.accts[[2]int{who, q}]
 	a.adm = append(a.adm, ledgerAdm{uid: uid, t: t, amount: amount})
-	a.epoch[uid] = true
+	a.epoch[uid] = t
 	per := perUSOf(a.limit)
 	switch a.alg {
 	case TokenBucket:
@@ -1124,7 +1155,8 @@ func (l *diffLedger) admit(who, q, uid int, t, amount int64) error {
 			return fmt.Errorf("%v window %v [%d µs, +%v) admitted %d net units", a.alg, a.limit, k*per, a.limit.Per, net)
 		}
 	case SlidingLog:
-		// In every (t-Per, t]: spends - their refunds <= quota.
+		// In every (t-Per, t]: spends - their refunds <= quota. A refund
+		// of a forgotten spend takes from the spends logged in its µs.
 		var net int64
 		in := map[int]bool{}
 		for _, x := range a.adm {
@@ -1134,7 +1166,7 @@ func (l *diffLedger) admit(who, q, uid int, t, amount int64) error {
 			}
 		}
 		for _, x := range a.ref {
-			if in[x.resUID] {
+			if in[x.resUID] || (x.forgotten && x.resT > t-per) {
 				net -= x.amount
 			}
 		}

@@ -17,6 +17,15 @@ package ratelimit
 // A model knows no expiry: the harness deletes a key when the TTL Redis
 // gave it has passed on the test clock, tells the model, and first asks it
 // (irrelevantAt) whether that state was indeed no longer needed.
+//
+// Every model state records its birth as the scripts do (born, µs): the
+// time of the call that wrote it when no state existed (none was ever
+// written, or the script deleted it because it was full or empty, or a
+// Reset or its expiry deleted it), kept by every rewrite. A refund of a
+// spend decided before the birth gives nothing back: that spend was
+// forgotten already. So the model drops its state exactly when Redis's key
+// goes, never earlier or later: an expiry, harmless to every other answer,
+// shows in a refund's.
 
 import (
 	"fmt"
@@ -81,7 +90,8 @@ func tbParamsOf(l Limit) tbParams {
 }
 
 // tbModel is one bucket: empty (full, nothing stored) or a level in units
-// of the per it was written with, at a time. expiry is when the TTL given
+// of the per it was written with, at a time, born at born. expiry is when
+// the TTL given
 // with it ends: after a change of limit, a call that spends nothing still
 // rewrites the bucket (in the new limit's units, from now) when the new
 // limit needs it for longer, and the rewrite shows in later answers (the
@@ -90,6 +100,7 @@ type tbModel struct {
 	has                 bool
 	level, last, expiry int64
 	per                 int64
+	born                int64
 }
 
 // tbView is the bucket as one call sees it at now.
@@ -97,14 +108,14 @@ type tbView struct {
 	m            *tbModel
 	p            tbParams
 	level        int64
-	now          int64
+	now, born    int64
 	stale, dirty bool
 }
 
 func (m *tbModel) load(p tbParams, now int64) *tbView {
-	level, last := p.cap, now
+	level, last, born := p.cap, now, now
 	if m.has {
-		level, last = m.level, m.last
+		level, last, born = m.level, m.last, m.born
 		if m.per != p.per {
 			// Another Limit since the level was written: the same
 			// tokens in the new units, floored, computed in doubles
@@ -127,7 +138,7 @@ func (m *tbModel) load(p tbParams, now int64) *tbView {
 	// The state outlives its TTL under p: compared in doubles, as the
 	// script compares.
 	stale := m.has && level < p.cap && float64(now)+float64(p.cap-level)/float64(p.rate) > float64(m.expiry)
-	return &tbView{m: m, p: p, level: level, now: now, stale: stale}
+	return &tbView{m: m, p: p, level: level, now: now, born: born, stale: stale}
 }
 
 func (v *tbView) fits(cost int64) bool { return v.level >= cost*v.p.per }
@@ -138,10 +149,11 @@ func (v *tbView) spend(cost int64) {
 	}
 }
 
-// refund adds the tokens back, whatever the reservation's time, never above
-// the capacity.
-func (v *tbView) refund(cost, _ int64) {
-	if cost > 0 && v.level < v.p.cap {
+// refund adds the tokens back, never above the capacity, for a reservation
+// made since the bucket's birth: an older one's tokens came back already
+// (the bucket refilled, or was Reset).
+func (v *tbView) refund(cost, at int64) {
+	if cost > 0 && v.level < v.p.cap && at >= v.born {
 		v.level = min(v.p.cap, v.level+cost*v.p.per)
 		v.dirty = true
 	}
@@ -171,7 +183,7 @@ func (v *tbView) commit() {
 		return
 	}
 	ttl := max(1, int64(math.Ceil(float64(v.p.cap-v.level)/float64(v.p.rate)/1000))) // ms
-	*v.m = tbModel{has: true, level: v.level, last: v.now, per: v.p.per, expiry: v.now + ttl*1000}
+	*v.m = tbModel{has: true, level: v.level, last: v.now, per: v.p.per, expiry: v.now + ttl*1000, born: v.born}
 }
 
 func (v *tbView) time() int64 { return v.now }
@@ -184,25 +196,30 @@ func (m *tbModel) irrelevantAt(p tbParams, t int64) bool {
 
 // ---- fixed window ----
 
-// fwModel is the count c of the window [s, s+p) (µs), or nothing.
+// fwModel is the count c of the window [s, s+p) (µs), born at born, or
+// nothing.
 type fwModel struct {
-	has     bool
-	s, p, c int64
+	has           bool
+	s, p, c, born int64
 }
 
 type fwView struct {
 	m                    *fwModel
 	quota, window, start int64
-	spent, now           int64
+	spent, now, born     int64
 	dirty                bool
 }
 
 func (m *fwModel) load(quota, window, now int64) *fwView {
+	born := now
+	if m.has {
+		born = m.born
+	}
 	if m.has && m.s > now {
 		now = m.s
 	}
 	start := now - now%window
-	v := &fwView{m: m, quota: quota, window: window, start: start, now: now}
+	v := &fwView{m: m, quota: quota, window: window, start: start, now: now, born: born}
 	// The stored count still counts when its window overlaps the current
 	// one: the same window, or one of another Per.
 	if m.has && m.s < start+window && m.s+m.p > start {
@@ -229,9 +246,10 @@ func (v *fwView) spend(cost int64) {
 
 // refund takes the units off the stored count, only for a reservation made
 // in the window it counts (the current one, or after a change of Per the
-// old window whose count is carried): an earlier window's is forgotten.
+// old window whose count is carried): an earlier window's is forgotten, and
+// so is one made before the state's birth.
 func (v *fwView) refund(cost, at int64) {
-	if cost > 0 && v.spent > 0 && at >= v.m.s && at < v.m.s+v.m.p {
+	if cost > 0 && v.spent > 0 && at >= v.m.s && at < v.m.s+v.m.p && at >= v.born {
 		v.spent = max(0, v.spent-cost)
 		v.dirty = true
 	}
@@ -256,7 +274,7 @@ func (v *fwView) commit() {
 		*v.m = fwModel{}
 		return
 	}
-	*v.m = fwModel{has: true, s: v.start, p: v.window, c: v.spent}
+	*v.m = fwModel{has: true, s: v.start, p: v.window, c: v.spent, born: v.born}
 }
 
 func (v *fwView) time() int64 { return v.now }
@@ -280,23 +298,26 @@ func swTick(rate, perUS int64) int64 {
 }
 
 // swModel is the count c of the window starting at s and q of the one
-// before it, windows of length p µs.
+// before it, windows of length p µs, born at born.
 type swModel struct {
-	has        bool
-	s, c, q, p int64
+	has              bool
+	s, c, q, p, born int64
 }
 
 type swView struct {
 	m                          *swModel
 	quota, ticks, tick, window int64
 	start, elapsed, cur, prev  int64
-	now                        int64
+	now, born                  int64
 	carried, dirty             bool
 }
 
 func (m *swModel) load(quota, perUS, now int64) *swView {
 	tick := swTick(quota, perUS)
-	v := &swView{m: m, quota: quota, tick: tick, ticks: perUS / tick, window: perUS}
+	v := &swView{m: m, quota: quota, tick: tick, ticks: perUS / tick, window: perUS, born: now}
+	if m.has {
+		v.born = m.born
+	}
 	if m.has && m.s > now {
 		now = m.s
 	}
@@ -350,9 +371,10 @@ func (v *swView) spend(cost int64) {
 }
 
 // refund takes the units off the window the reservation was made in, the
-// current or the previous one; from an older one nothing comes back.
+// current or the previous one; from an older one nothing comes back, nor
+// for a reservation made before the state's birth.
 func (v *swView) refund(cost, at int64) {
-	if cost <= 0 {
+	if cost <= 0 || at < v.born {
 		return
 	}
 	switch {
@@ -409,7 +431,7 @@ func (v *swView) commit() {
 		*v.m = swModel{}
 		return
 	}
-	*v.m = swModel{has: true, s: v.start, c: v.cur, q: v.prev, p: v.window}
+	*v.m = swModel{has: true, s: v.start, c: v.cur, q: v.prev, p: v.window, born: v.born}
 }
 
 func (v *swView) time() int64 { return v.now }
@@ -459,11 +481,15 @@ func single(v quotaView, cost int64, mode int, at int64) modelReply {
 
 // ---- sliding log ----
 
-// slModel is the log of spends: units per time (µs), oldest first. Entries
-// logged at the same time are one entry here: nothing observable tells them
-// apart (they expire together, and a refund takes from all of them).
+// slModel is the log of spends: units per time (µs), oldest first, born at
+// born while it holds any. Entries logged at the same time are one entry
+// here: nothing observable tells them apart (they expire together, and a
+// refund takes from all of them). Entries past the window stay until a
+// call that may write drops them, as in Redis: while any is left, the log
+// exists and keeps its birth.
 type slModel struct {
 	entries []slEntry
+	born    int64
 }
 
 type slEntry struct{ t, units int64 }
@@ -476,6 +502,10 @@ func (m *slModel) newest() int64 {
 }
 
 func (m *slModel) call(quota, window, cost int64, mode int, now, at int64) modelReply {
+	born := now
+	if len(m.entries) > 0 {
+		born = m.born
+	}
 	if len(m.entries) > 0 && m.newest() > now {
 		now = m.newest()
 	}
@@ -497,8 +527,9 @@ func (m *slModel) call(quota, window, cost int64, mode int, now, at int64) model
 	switch mode {
 	case mRefund:
 		// Up to cost units off the spends logged at the reservation's
-		// time, while they are still in the log.
-		if cost > 0 {
+		// time, while they are still in the log, for a reservation made
+		// since the log's birth.
+		if cost > 0 && at >= born {
 			for i, e := range m.entries {
 				if e.t == at && e.t > cutoff {
 					back := min(cost, e.units)
@@ -522,6 +553,11 @@ func (m *slModel) call(quota, window, cost int64, mode int, now, at int64) model
 			}
 			n += cost
 		}
+	}
+	if len(m.entries) > 0 {
+		m.born = born
+	} else {
+		m.born = 0 // no log: the next spend starts one
 	}
 	r := modelReply{allowed: ok, now: now, remaining: max(0, quota-n)}
 	if !ok {
@@ -799,7 +835,8 @@ func TestModelByHand(t *testing.T) {
 		// and is moved into [0, 10 s) by the first call that is not a Peek.
 		l10 := Limit{Rate: 3, Per: 10 * time.Second}
 		check("longer window", q.call(l10, 0, mSpend, 2*s, 0), modelReply{true, 2, 0, 8 * s, 2 * s})
-		if q.fw != (fwModel{has: true, s: 0, p: 10 * s, c: 1}) {
+		// A rewrite keeps the state's birth, the first call's time.
+		if q.fw != (fwModel{has: true, s: 0, p: 10 * s, c: 1, born: 500_000}) {
 			t.Errorf("state after the move: %+v", q.fw)
 		}
 		// Lowered to 1: the count of 1 fills it.
@@ -836,6 +873,38 @@ func TestModelByHand(t *testing.T) {
 		check("a expired", m.call(3, 1000, "b", 2, lAcquire, 1200), modelReply{true, 1, 0, 1000, 1200})
 		check("release a", m.call(3, 1000, "a", 2, lRelease, 1300), modelReply{false, 1, 0, 900, 1300})
 	})
+	t.Run("birth", func(t *testing.T) {
+		// A state dropped (its key expired, or a Reset) and written
+		// again is born anew: a refund of a spend before that gives
+		// nothing back, one of a spend since does.
+		l := Limit{Rate: 4, Per: time.Second}
+		for _, alg := range []Algorithm{TokenBucket, FixedWindow, SlidingWindow, SlidingLog} {
+			q := &quotaModel{alg: alg}
+			q.call(l, 1, mSpend, 100, 0)
+			q.clear()
+			r := q.call(l, 2, mSpend, 200, 0)
+			check(alg.String()+": refund of the spend at 100", q.call(l, 1, mRefund, 300, 100), modelReply{true, r.remaining, 0, r.resetAfter - 100, 300})
+			back := q.call(l, 1, mRefund, 300, 200)
+			if back.remaining != r.remaining+1 {
+				t.Errorf("%v: refund of the spend at 200: %+v, want remaining %d", alg, back, r.remaining+1)
+			}
+			// A spend in the birth's µs is the state's own.
+			q.clear()
+			q.call(l, 1, mSpend, 400, 0)
+			if back := q.call(l, 1, mRefund, 400, 400); back.remaining != 4 {
+				t.Errorf("%v: refund of the spend at the birth: %+v, want remaining 4", alg, back)
+			}
+		}
+		multi := []*quotaModel{{alg: TokenBucket}, {alg: FixedWindow}}
+		lims := []Limit{l, l}
+		multiCall(multi, lims, []int64{1, 1}, mSpend, 100, 0)
+		multi[0].clear() // the bucket's key expired; the window's did not
+		multiCall(multi, lims, []int64{1, 1}, mSpend, 200, 0)
+		r := multiCall(multi, lims, []int64{1, 1}, mRefund, 300, 100)
+		if r.quotas[0].remaining != 3 || r.quotas[1].remaining != 3 {
+			t.Errorf("multi refund of a spend before the bucket's birth: %+v, want 3 left on both", r)
+		}
+	})
 	t.Run("multi", func(t *testing.T) {
 		qs := []*quotaModel{{alg: TokenBucket}, {alg: FixedWindow}}
 		lims := []Limit{{Rate: 2, Per: time.Second}, {Rate: 3, Per: time.Second}}
@@ -865,5 +934,5 @@ func (q *quotaModel) String() string {
 	case FixedWindow:
 		return fmt.Sprintf("%s %+v", q.alg, q.fw)
 	}
-	return fmt.Sprintf("%s %+v", q.alg, q.sl.entries)
+	return fmt.Sprintf("%s %+v born %d", q.alg, q.sl.entries, q.sl.born)
 }
