@@ -56,7 +56,7 @@ local function decide(i, k, id, md, ni, nk)
   local sa, sb, sc = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if id ~= last_id or sa ~= last_a or sb ~= last_b or sc ~= last_c then
     last_id = nil
-    A, a, b, c = ALGORITHMS[id], int_arg(i + 1, 1, MAX), int_arg(i + 2, 1, MAX), int_arg(i + 3, 0, MAX)
+    A, a, b, c = algorithm(id), int_arg(i + 1, 1, MAX), int_arg(i + 2, 1, MAX), int_arg(i + 3, 0, MAX)
     if not (a and b and c) or not A.check(a, b, c) then
       return nil, 'ERR ratelimit: decide: invalid argument'
     end

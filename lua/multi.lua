@@ -50,7 +50,7 @@ local all = true
 for i = 1, count do
   local base = 3 + 5 * (i - 1)
   local id = int_arg(base + 1, 1, 4)
-  local A = id and id ~= 3 and ALGORITHMS[id] -- the sliding log is not offered in a multi
+  local A = id and id ~= 3 and algorithm(id) -- the sliding log is not offered in a multi
   local a, b, c = int_arg(base + 2, 1, MAX), int_arg(base + 3, 1, MAX), int_arg(base + 4, 0, MAX)
   local cost = int_arg(base + 5, 0, MAX)
   if not (A and a and b and c and cost) then
