@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,8 +27,18 @@ import (
 // so that every library does its full write path on every call.
 const rate = 1_000_000
 
-// decideFunc makes one decision (or one raw command) for key.
-type decideFunc func(ctx context.Context, key string) error
+// verdict is how a call was decided.
+type verdict uint8
+
+const (
+	allowed verdict = iota
+	denied          // denied by Redis (or by a fail strategy)
+	cached          // denied in-process by the deny cache, without Redis
+)
+
+// decideFunc makes one decision (or one raw command) for key. The error is
+// the backend's; a denial is a verdict, not an error.
+type decideFunc func(ctx context.Context, key string) (verdict, error)
 
 // benchCase is one library (or raw command) under test.
 type benchCase struct {
@@ -39,9 +48,20 @@ type benchCase struct {
 	// prefix is put before every key the case is given (raw cases only:
 	// the libraries prefix keys themselves).
 	prefix string
-	// setup builds the limiter on rdb; close releases what it started.
+	// setup builds the limiter on rdb; close releases what it started and
+	// leaves rdb open (in the shared setup other cases use it after).
 	setup func(rdb *redis.Client) (decide decideFunc, close func(), err error)
+	// only, when set, restricts the case to the cells it returns true for
+	// (nil: every keys × concurrency cell of the run), so that cases that
+	// answer one question do not lengthen the run by a grid.
+	only func(keys, conc int) bool
+	// abuse, when set, replaces the cell's identities by this mix, and
+	// denials are expected (else a denial counts as an error).
+	abuse *abuseMix
 }
+
+// runsIn reports whether the case has a cell at keys and conc.
+func (bc benchCase) runsIn(keys, conc int) bool { return bc.only == nil || bc.only(keys, conc) }
 
 // subscriberCtor builds one telemetry subscriber for the "+telemetry" cases,
 // and a function that releases it.
@@ -97,16 +117,26 @@ var logEverything = subscriberCtor{"slog, every decision logged at Info", func()
 	return telemetry.Slog(slog.New(h), telemetry.WithLevels(telemetry.Levels{Allowed: lv, Blocked: lv, FailOpen: lv, FailClosed: lv})), func() {}, nil
 }}
 
-func ours(pipelining bool, subs []subscriberCtor) func(rdb *redis.Client) (decideFunc, func(), error) {
+// ourOpts is one configuration of this library under test.
+type ourOpts struct {
+	pipelining bool
+	subs       []subscriberCtor
+	alg        ratelimit.Algorithm
+	limit      ratelimit.Limit // zero: PerSecond(rate)
+	extra      []ratelimit.Option
+}
+
+func ours(o ourOpts) func(rdb *redis.Client) (decideFunc, func(), error) {
 	return func(rdb *redis.Client) (decideFunc, func(), error) {
-		opts := []ratelimit.Option{ratelimit.WithNamespace("bench"), ratelimit.WithPipelining(pipelining)}
+		opts := []ratelimit.Option{ratelimit.WithNamespace("bench"), ratelimit.WithPipelining(o.pipelining), ratelimit.WithAlgorithm(o.alg)}
+		opts = append(opts, o.extra...)
 		var closers []func()
 		closeAll := func() {
 			for _, c := range closers {
 				c()
 			}
 		}
-		for _, s := range subs {
+		for _, s := range o.subs {
 			sub, closeSub, err := s.new()
 			if err != nil {
 				closeAll()
@@ -115,53 +145,84 @@ func ours(pipelining bool, subs []subscriberCtor) func(rdb *redis.Client) (decid
 			opts = append(opts, ratelimit.WithSubscribers(sub))
 			closers = append(closers, closeSub)
 		}
-		l, err := ratelimit.New(rdb, ratelimit.PerSecond(rate), opts...)
+		limit := o.limit
+		if limit == (ratelimit.Limit{}) {
+			limit = ratelimit.PerSecond(rate)
+		}
+		l, err := ratelimit.New(rdb, limit, opts...)
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		return func(ctx context.Context, key string) error {
+		return func(ctx context.Context, key string) (verdict, error) {
 			res, err := l.Allow(ctx, key)
-			if err == nil && !res.Allowed {
-				return errDenied
-			}
-			return err
+			return ourVerdict(res), err
 		}, closeAll, nil
 	}
 }
 
-var errDenied = errors.New("denied (the benchmark's limit is meant never to deny)")
+// ourVerdict reads this library's Result.
+func ourVerdict(res ratelimit.Result) verdict {
+	if res.Allowed {
+		return allowed
+	}
+	return denied
+}
+
+// denyIf is the verdict of a peer that says whether the call was refused.
+func denyIf(refused bool, err error) (verdict, error) {
+	if refused {
+		return denied, err
+	}
+	return allowed, err
+}
 
 const trivialScript = `return redis.call('INCR', KEYS[1])`
 
+// The cells of the cases that answer one question each: the algorithms'
+// Redis cost, and the deny cache under abuse, at 64 callers on 10,000 keys
+// (the issue's targets are stated there).
+func atTargetCell(keys, conc int) bool { return keys == manyKeys && conc == 64 }
+
+const manyKeys = 10000
+
 func allCases() []benchCase {
-	return []benchCase{
+	cases := []benchCase{
 		{Name: "ratelimit", Label: "ratelimit (pipelined)",
 			Note:  "this library, token bucket, pipelining on (the default), no subscriber",
-			setup: ours(true, nil)},
+			setup: ours(ourOpts{pipelining: true})},
 		{Name: "ratelimit-nopipe", Label: "ratelimit (no pipelining)",
 			Note:  "this library, token bucket, WithPipelining(false), no subscriber",
-			setup: ours(false, nil)},
+			setup: ours(ourOpts{})},
 		{Name: "ratelimit-telemetry", Label: "ratelimit (pipelined) + telemetry",
 			Note:  "as ratelimit, with every telemetry subscriber on (listed below)",
-			setup: ours(true, telemetrySubscribers)},
+			setup: ours(ourOpts{pipelining: true, subs: telemetrySubscribers})},
 		{Name: "ratelimit-nopipe-telemetry", Label: "ratelimit (no pipelining) + telemetry",
 			Note:  "as ratelimit-nopipe, with every telemetry subscriber on",
-			setup: ours(false, telemetrySubscribers)},
+			setup: ours(ourOpts{subs: telemetrySubscribers})},
 		{Name: "ratelimit-slog-all", Label: "ratelimit (pipelined) + slog of every decision",
 			Note:  "as ratelimit, with the slog subscriber logging every decision at Info (JSON to io.Discard): the cost of formatting a log line per decision",
-			setup: ours(true, []subscriberCtor{logEverything})},
+			setup: ours(ourOpts{pipelining: true, subs: []subscriberCtor{logEverything}})},
+	}
+	// The other algorithms, for their Redis CPU per decision. The token
+	// bucket is the "ratelimit" case.
+	for _, a := range []ratelimit.Algorithm{ratelimit.SlidingWindow, ratelimit.SlidingLog, ratelimit.FixedWindow} {
+		cases = append(cases, benchCase{Name: "ratelimit-" + a.String(), Label: "ratelimit (pipelined), " + a.String(),
+			Note: fmt.Sprintf("as ratelimit, with WithAlgorithm(%s): a quota of %s per 1 s window, never reached; only at 64 callers on %s keys",
+				a, thousands(rate), thousands(manyKeys)),
+			setup: ours(ourOpts{pipelining: true, alg: a}),
+			only:  atTargetCell})
+	}
+	cases = append(cases, abuseCases()...)
+	return append(cases, []benchCase{
 		{Name: "redis_rate", Label: "go-redis/redis_rate v10",
 			Note: "GCRA, one EVALSHA per call (Limiter.Allow)",
 			setup: func(rdb *redis.Client) (decideFunc, func(), error) {
 				l := redis_rate.NewLimiter(rdb)
 				lim := redis_rate.PerSecond(rate)
-				return func(ctx context.Context, key string) error {
+				return func(ctx context.Context, key string) (verdict, error) {
 					res, err := l.Allow(ctx, key, lim)
-					if err == nil && res.Allowed == 0 {
-						return errDenied
-					}
-					return err
+					return denyIf(err == nil && res.Allowed == 0, err)
 				}, func() {}, nil
 			}},
 		{Name: "ulule", Label: "ulule/limiter v3",
@@ -176,12 +237,9 @@ func allCases() []benchCase {
 					return nil, nil, err
 				}
 				l := ulule.New(store, r)
-				return func(ctx context.Context, key string) error {
+				return func(ctx context.Context, key string) (verdict, error) {
 					c, err := l.Get(ctx, key)
-					if err == nil && c.Reached {
-						return errDenied
-					}
-					return err
+					return denyIf(err == nil && c.Reached, err)
 				}, func() {}, nil
 			}},
 		{Name: "throttled", Label: "throttled v2",
@@ -195,12 +253,9 @@ func allCases() []benchCase {
 				if err != nil {
 					return nil, nil, err
 				}
-				return func(ctx context.Context, key string) error {
+				return func(ctx context.Context, key string) (verdict, error) {
 					limited, _, err := l.RateLimitCtx(ctx, key, 1)
-					if err == nil && limited {
-						return errDenied
-					}
-					return err
+					return denyIf(err == nil && limited, err)
 				}, func() {}, nil
 			}},
 		{Name: "raw-evalsha-tokenbucket", Label: "raw EVALSHA (decide.lua, one token-bucket decision)",
@@ -223,8 +278,8 @@ func allCases() []benchCase {
 					return nil, nil, err
 				}
 				sha := s.Hash()
-				return func(ctx context.Context, key string) error {
-					return ap.EvalSha(ctx, sha, []string{key}, rawDecideArgs...).Err()
+				return func(ctx context.Context, key string) (verdict, error) {
+					return allowed, ap.EvalSha(ctx, sha, []string{key}, rawDecideArgs...).Err()
 				}, func() { _ = ap.Close() }, nil
 			}},
 		{Name: "raw-evalsha", Label: "raw EVALSHA (trivial script)",
@@ -235,11 +290,11 @@ func allCases() []benchCase {
 			Note:   "INCR: the ceiling of one round trip per call",
 			prefix: "raw-incr:",
 			setup: func(rdb *redis.Client) (decideFunc, func(), error) {
-				return func(ctx context.Context, key string) error {
-					return rdb.Incr(ctx, key).Err()
+				return func(ctx context.Context, key string) (verdict, error) {
+					return allowed, rdb.Incr(ctx, key).Err()
 				}, func() {}, nil
 			}},
-	}
+	}...)
 }
 
 func rawScript(src string, args ...any) func(rdb *redis.Client) (decideFunc, func(), error) {
@@ -249,8 +304,8 @@ func rawScript(src string, args ...any) func(rdb *redis.Client) (decideFunc, fun
 			return nil, nil, err
 		}
 		sha := s.Hash()
-		return func(ctx context.Context, key string) error {
-			return rdb.EvalSha(ctx, sha, []string{key}, args...).Err()
+		return func(ctx context.Context, key string) (verdict, error) {
+			return allowed, rdb.EvalSha(ctx, sha, []string{key}, args...).Err()
 		}, func() {}, nil
 	}
 }

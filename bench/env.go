@@ -29,9 +29,12 @@ type environ struct {
 	// processes other than the benchmark and its redis-server: how much
 	// the machine was shared while the figures were taken.
 	OtherCPU float64 `json:"other_cpu_cores"`
-	cpu0     cpuSample
-	Started  time.Time     `json:"started"`
-	Took     time.Duration `json:"took_ns"`
+	// SharedPoolSize is the PoolSize go-redis chose for the shared setup's
+	// client (10 per GOMAXPROCS).
+	SharedPoolSize int `json:"shared_pool_size"`
+	cpu0           cpuSample
+	Started        time.Time     `json:"started"`
+	Took           time.Duration `json:"took_ns"`
 }
 
 func environment(ctx context.Context, admin *redis.Client) (*environ, error) {

@@ -1,14 +1,22 @@
 // Command bench measures this library beside its peers on one Redis:
 // ratelimit-go's token bucket (with and without pipelining, with and
-// without its telemetry subscribers), go-redis/redis_rate v10, ulule/limiter
-// v3 and throttled v2, and raw EVALSHA and INCR as the ceiling, at several
+// without its telemetry subscribers), its other algorithms, and under abuse
+// with and without its deny cache; go-redis/redis_rate v10, ulule/limiter
+// v3 and throttled v2; and raw EVALSHA and INCR as the ceiling, at several
 // concurrencies, on one hot key and on 10,000 keys.
 //
+// Every case runs in two client setups: a fresh client per cell sized to
+// its callers with ContextTimeoutEnabled (no case waits on the pool), and
+// one client with go-redis's default options shared by every case of the
+// run, as in a program that already has a client (issue 13: the library's
+// lead must hold in the setup users run, not only in a favourable one).
+//
 // It starts a redis-server of its own on a free loopback port (or uses the
-// one given with -redis), runs every cell (case × keys × concurrency) for
-// -duration, round after round with the cases interleaved, and writes the
-// medians over the rounds to BENCHMARKS.md and benchmarks.svg in -out (and
-// every sample to -json).
+// one given with -redis), runs every cell (setup × case × keys ×
+// concurrency) for -duration, round after round with the cells interleaved,
+// and writes the medians over the rounds to BENCHMARKS.md and
+// benchmarks.svg in -out (and every sample to -json), and prints the
+// targets and the README's headline figures.
 //
 //	cd bench && go run .                 # the full run (minutes), writes ../BENCHMARKS.md
 //	cd bench && go run . -smoke -out /tmp/bench   # every cell for a moment (seconds)
@@ -27,6 +35,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +49,7 @@ type config struct {
 	rounds    int
 	concs     []int
 	keyspaces []int
+	setups    []string
 	cases     *regexp.Regexp
 	out       string
 	smoke     bool
@@ -47,6 +57,7 @@ type config struct {
 	cpuprof   string
 	jsonOut   string
 	render    string
+	headline  string
 	args      []string
 }
 
@@ -74,6 +85,7 @@ func parseFlags(args []string) (config, error) {
 	var (
 		c                   config
 		concs, keys, casesF string
+		setupsF             string
 	)
 	fs.StringVar(&c.redisAddr, "redis", "", "host:port of a Redis to use (default: start a redis-server on a free loopback port); its data is left alone")
 	fs.DurationVar(&c.dur, "duration", 500*time.Millisecond, "measured time per cell and round")
@@ -82,8 +94,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&concs, "conc", "1,16,64,256", "concurrencies (goroutines calling at once)")
 	fs.StringVar(&keys, "keys", "10000,1", "key spaces: identities the calls rotate over (1 = one hot key)")
 	fs.StringVar(&casesF, "cases", ".", "regexp selecting cases by name")
+	fs.StringVar(&setupsF, "setups", strings.Join(setupNames, ","), "client setups: per-case (a fresh client per cell, PoolSize = concurrency, ContextTimeoutEnabled) "+
+		"and shared (one client with go-redis's default options for every case of the run)")
 	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md and benchmarks.svg to")
 	fs.StringVar(&c.jsonOut, "json", "", "also write every sample and the summary as JSON to this file")
+	fs.StringVar(&c.headline, "headline", "", "also write the README's headline figures (Markdown bullets) to this file")
 	fs.StringVar(&c.render, "render", "", "measure nothing: write the report again from the -json file of an earlier run (give the same flags)")
 	fs.BoolVar(&c.smoke, "smoke", false, "run every cell for a moment, one round (seconds in total; for CI, no figure is meaningful)")
 	fs.IntVar(&c.maxCalls, "max-calls", 10_000_000, "bound on the calls of one goroutine in one cell")
@@ -98,6 +113,15 @@ func parseFlags(args []string) (config, error) {
 	if c.keyspaces, err = intList(keys); err != nil {
 		return c, err
 	}
+	for _, f := range strings.Split(setupsF, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(setupNames, f) {
+			return c, fmt.Errorf("-setups: unknown setup %q (want %s)", f, strings.Join(setupNames, ", "))
+		}
+		if !slices.Contains(c.setups, f) {
+			c.setups = append(c.setups, f)
+		}
+	}
 	if c.cases, err = regexp.Compile(casesF); err != nil {
 		return c, fmt.Errorf("-cases: %w", err)
 	}
@@ -111,7 +135,7 @@ func parseFlags(args []string) (config, error) {
 	// (not where the results go).
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "out", "json", "cpuprofile", "render":
+		case "out", "json", "cpuprofile", "render", "headline":
 		default:
 			c.args = append(c.args, "-"+f.Name+"="+f.Value.String())
 		}
@@ -169,31 +193,44 @@ func run(args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r := &runner{addr: srv.addr, admin: admin, flush: srv.owned, dur: cfg.dur, warm: cfg.warm, maxCalls: cfg.maxCalls}
+	// The shared setup's client: go-redis's defaults (PoolSize 10 per
+	// GOMAXPROCS, no ContextTimeoutEnabled), made once for the whole run.
+	sharedClient := redis.NewClient(&redis.Options{Addr: srv.addr})
+	defer sharedClient.Close()
+	env.SharedPoolSize = sharedClient.Options().PoolSize
+	r := &runner{addr: srv.addr, admin: admin, shared: sharedClient, flush: srv.owned, dur: cfg.dur, warm: cfg.warm, maxCalls: cfg.maxCalls}
 	env.start(ctx, admin)
 	samples := map[cell][]sample{}
-	total := cfg.rounds * len(cfg.keyspaces) * len(cfg.concs) * len(cases)
+	total := cfg.rounds * len(cellsOf(cfg, cases))
 	done := 0
 	began := time.Now()
 	for round := range cfg.rounds {
 		for _, nk := range cfg.keyspaces {
 			for _, conc := range cfg.concs {
-				// Interleave: every case runs once per (keys, conc) per
-				// round, starting from a different case each round.
-				for i := range cases {
-					bc := cases[(i+round)%len(cases)]
+				// Interleave: every case in every setup runs once per
+				// (keys, conc) per round, starting from a different one
+				// each round, so that the two cells of a ratio ran
+				// seconds apart.
+				var todo []cell
+				for _, c := range cellsOf(cfg, cases) {
+					if c.Keys == nk && c.Conc == conc {
+						todo = append(todo, c)
+					}
+				}
+				for i := range todo {
+					c := todo[(i+round)%len(todo)]
+					bc := caseNamed(cases, c.Case)
 					if err := ctx.Err(); err != nil {
 						return err
 					}
-					s, err := r.run(ctx, bc, nk, conc, round)
+					s, err := r.run(ctx, bc, c.Setup, nk, conc, round)
 					if err != nil {
 						return err
 					}
-					c := cell{Case: bc.Name, Keys: nk, Conc: conc}
 					samples[c] = append(samples[c], s)
 					done++
-					fmt.Fprintf(os.Stderr, "[%d/%d] round %d keys %-5d conc %-3d %-28s %9.0f/s p50 %7.1fµs p99 %8.1fµs allocs %5.1f errors %d\n",
-						done, total, round+1, nk, conc, bc.Name, s.PerSec, s.P50, s.P99, s.Allocs, s.Errors)
+					fmt.Fprintf(os.Stderr, "[%d/%d] round %d %-8s keys %-5d conc %-3d %-36s %9.0f/s p50 %7.1fµs p99 %8.1fµs allocs %5.1f errors %d\n",
+						done, total, round+1, c.Setup, nk, conc, bc.Name, s.PerSec, s.P50, s.P99, s.Allocs, s.Errors)
 				}
 			}
 		}
@@ -206,13 +243,8 @@ func run(args []string) error {
 // write summarizes samples and writes the report (and -json).
 func write(cfg config, cases []benchCase, env *environ, samples map[cell][]sample, total int, began time.Time) error {
 	var sums []summary
-	for _, nk := range cfg.keyspaces {
-		for _, conc := range cfg.concs {
-			for _, bc := range cases {
-				c := cell{Case: bc.Name, Keys: nk, Conc: conc}
-				sums = append(sums, summarize(c, samples[c]))
-			}
-		}
+	for _, c := range cellsOf(cfg, cases) {
+		sums = append(sums, summarize(c, samples[c]))
 	}
 	rep := &report{cfg: cfg, env: env, cases: cases, sums: sums, samples: samples}
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
@@ -239,6 +271,17 @@ func write(cfg config, cases []benchCase, env *environ, samples map[cell][]sampl
 	for _, line := range rep.targetLines() {
 		fmt.Fprintln(os.Stderr, line)
 	}
+	head := rep.headline()
+	fmt.Fprintln(os.Stderr, "headline figures for the README:")
+	for _, l := range head {
+		fmt.Fprintln(os.Stderr, "  - "+l)
+	}
+	if cfg.headline != "" {
+		txt := "- " + strings.Join(head, "\n- ") + "\n"
+		if err := os.WriteFile(cfg.headline, []byte(txt), 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -263,25 +306,74 @@ func render(cfg config, cases []benchCase) error {
 	}
 	samples := map[cell][]sample{}
 	for k, ss := range sv.Samples {
-		var c cell
-		i := strings.Index(k, "/keys=")
-		if i < 0 {
-			return fmt.Errorf("-render: bad sample key %q", k)
-		}
-		c.Case = k[:i]
-		if _, err := fmt.Sscanf(k[i:], "/keys=%d/conc=%d", &c.Keys, &c.Conc); err != nil {
-			return fmt.Errorf("-render: bad sample key %q: %w", k, err)
+		c, err := parseCell(k)
+		if err != nil {
+			return fmt.Errorf("-render: %w", err)
 		}
 		samples[c] = ss
 	}
 	cfg.jsonOut = ""
-	return write(cfg, cases, sv.Env, samples, len(sv.Samples)*cfg.rounds, sv.Env.Started)
+	return write(cfg, cases, sv.Env, samples, len(cellsOf(cfg, cases))*cfg.rounds, sv.Env.Started)
 }
 
 func flatSamples(m map[cell][]sample) map[string][]sample {
 	out := map[string][]sample{}
 	for c, s := range m {
-		out[fmt.Sprintf("%s/keys=%d/conc=%d", c.Case, c.Keys, c.Conc)] = s
+		out[c.String()] = s
 	}
 	return out
+}
+
+// String is the cell's key in -json: "case/setup=shared/keys=10000/conc=64".
+func (c cell) String() string {
+	return fmt.Sprintf("%s/setup=%s/keys=%d/conc=%d", c.Case, c.Setup, c.Keys, c.Conc)
+}
+
+// parseCell reads a cell's -json key. Keys without a setup are from runs
+// before there were two; theirs was the per-case client.
+func parseCell(k string) (cell, error) {
+	c := cell{Setup: perCase}
+	i := strings.Index(k, "/")
+	if i < 0 {
+		return c, fmt.Errorf("bad sample key %q", k)
+	}
+	c.Case, k = k[:i], k[i:]
+	if rest, ok := strings.CutPrefix(k, "/setup="); ok {
+		j := strings.Index(rest, "/")
+		if j < 0 {
+			return c, fmt.Errorf("bad sample key %q", k)
+		}
+		c.Setup, k = rest[:j], rest[j:]
+	}
+	if _, err := fmt.Sscanf(k, "/keys=%d/conc=%d", &c.Keys, &c.Conc); err != nil {
+		return c, fmt.Errorf("bad sample key %q: %w", k, err)
+	}
+	return c, nil
+}
+
+// cellsOf lists the run's cells in report order: setup, keys, concurrency,
+// case.
+func cellsOf(cfg config, cases []benchCase) []cell {
+	var out []cell
+	for _, setup := range cfg.setups {
+		for _, nk := range cfg.keyspaces {
+			for _, conc := range cfg.concs {
+				for _, bc := range cases {
+					if bc.runsIn(nk, conc) {
+						out = append(out, cell{Case: bc.Name, Setup: setup, Keys: nk, Conc: conc})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func caseNamed(cases []benchCase, name string) benchCase {
+	for _, bc := range cases {
+		if bc.Name == name {
+			return bc
+		}
+	}
+	panic("bench: no case " + name)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -28,6 +29,23 @@ type sample struct {
 	RedisCPU  float64 `json:"redis_cpu_us_per_decision"`
 	// Cmds are the commands Redis ran, from INFO commandstats.
 	Cmds map[string]cmdUse `json:"commands"`
+	// Denied and Cached count the decisions that denied (of Decisions):
+	// in all, and those answered by the deny cache without Redis.
+	Denied uint64 `json:"denied,omitempty"`
+	Cached uint64 `json:"cached,omitempty"`
+	// Abuse is the over-admission check of an abuse case.
+	Abuse *abuseCheck `json:"abuse,omitempty"`
+}
+
+// abuseCheck compares what each abuser was admitted, over warm-up and
+// measurement, with burst + rate × elapsed on Redis's clock (TIME before
+// the first call and after the last).
+type abuseCheck struct {
+	RedisSeconds float64 `json:"redis_seconds"`
+	Admitted     int64   `json:"admitted"`       // all abusers together
+	Bound        int64   `json:"bound"`          // the sum of their bounds
+	Over         int64   `json:"over_admission"` // the sum of what each was admitted over its bound
+	GoodDenied   uint64  `json:"good_denied"`    // denials of well-behaved identities
 }
 
 // cmdUse is one command's calls per decision and Redis time per call
@@ -39,16 +57,41 @@ type cmdUse struct {
 }
 
 type cell struct {
-	Case string `json:"case"`
-	Keys int    `json:"keys"`
-	Conc int    `json:"concurrency"`
+	Case  string `json:"case"`
+	Setup string `json:"setup"`
+	Keys  int    `json:"keys"`
+	Conc  int    `json:"concurrency"`
+}
+
+// The client setups every case runs in.
+const (
+	// perCase: a fresh client per cell with a connection per caller and
+	// ContextTimeoutEnabled, so that no case waits on the pool.
+	perCase = "per-case"
+	// shared: one client with go-redis's default options, made once and
+	// used by every case of the run, as a program that already has a
+	// client would (issue 13).
+	shared = "shared"
+)
+
+var setupNames = []string{perCase, shared}
+
+func setupLabel(s string) string {
+	switch s {
+	case perCase:
+		return "fresh client per case"
+	case shared:
+		return "one shared default client"
+	}
+	return s
 }
 
 // runner measures cells against one Redis.
 type runner struct {
 	addr     string
 	admin    *redis.Client
-	flush    bool // the server is ours: FLUSHALL before each cell
+	shared   *redis.Client // the shared setup's client
+	flush    bool          // the server is ours: FLUSHALL before each cell
 	dur      time.Duration
 	warm     time.Duration
 	maxCalls int // per goroutine and cell, a bound on every load loop
@@ -66,28 +109,43 @@ func keyNames(prefix string, n int) []string {
 	return keys
 }
 
-func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) (sample, error) {
+func (r *runner) run(ctx context.Context, bc benchCase, setup string, nkeys, conc, round int) (sample, error) {
 	if r.flush {
 		if err := r.admin.FlushAll(ctx).Err(); err != nil {
 			return sample{}, err
 		}
 	}
-	// Every case gets a client of its own with a connection per goroutine,
-	// so that no case waits on the pool.
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr, PoolSize: max(conc, 4), ContextTimeoutEnabled: true})
-	defer rdb.Close()
+	rdb := r.shared
+	if setup == perCase {
+		// A client of the case's own with a connection per goroutine, so
+		// that no case waits on the pool.
+		rdb = redis.NewClient(&redis.Options{Addr: r.addr, PoolSize: max(conc, 4), ContextTimeoutEnabled: true})
+		defer rdb.Close()
+	}
 	decide, closeCase, err := bc.setup(rdb)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: setup: %w", bc.Name, err)
 	}
 	defer closeCase()
 	keys := keyNames(bc.prefix, nkeys)
+	var who []int
+	if bc.abuse != nil {
+		keys, who = bc.abuse.keys()
+	}
 	hists := make([]*hist, conc)
 	for i := range hists {
 		hists[i] = new(hist)
 	}
+	// The abuse check counts from the first call: Redis's clock now, and
+	// the abusers' admissions over warm-up and measurement.
+	var t0 time.Time
+	if bc.abuse != nil {
+		if t0, err = r.admin.Time(ctx).Result(); err != nil {
+			return sample{}, err
+		}
+	}
 	// Warm up: connections dialled, scripts cached, JIT-free but caches hot.
-	r.drive(ctx, decide, keys, conc, r.warm, hists)
+	warm := r.drive(ctx, decide, keys, who, bc.abuse != nil, conc, r.warm, hists)
 	for _, h := range hists {
 		*h = hist{}
 	}
@@ -102,11 +160,27 @@ func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) 
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	d := r.drive(ctx, decide, keys, conc, r.dur, hists)
+	d := r.drive(ctx, decide, keys, who, bc.abuse != nil, conc, r.dur, hists)
 	runtime.ReadMemStats(&m1)
 	cpu1, err := cpuSeconds(ctx, r.admin)
 	if err != nil {
 		return sample{}, err
+	}
+	var check *abuseCheck
+	if bc.abuse != nil {
+		t1, err := r.admin.Time(ctx).Result()
+		if err != nil {
+			return sample{}, err
+		}
+		elapsed := t1.Sub(t0)
+		check = &abuseCheck{RedisSeconds: elapsed.Seconds(), GoodDenied: warm.goodDenied + d.goodDenied}
+		bound := bc.abuse.bound(elapsed)
+		for a := range bc.abuse.abusers {
+			n := int64(warm.admitted[a] + d.admitted[a])
+			check.Admitted += n
+			check.Bound += bound
+			check.Over += max(n-bound, 0)
+		}
 	}
 	stats, err := commandStats(ctx, r.admin)
 	if err != nil {
@@ -122,6 +196,9 @@ func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) 
 		Decisions: d.ok,
 		Errors:    d.errs,
 		FirstErr:  d.firstErr,
+		Denied:    d.denied,
+		Cached:    d.cached,
+		Abuse:     check,
 		Seconds:   d.elapsed.Seconds(),
 		P50:       us(h.quantile(0.50)),
 		P99:       us(h.quantile(0.99)),
@@ -143,23 +220,37 @@ func (r *runner) run(ctx context.Context, bc benchCase, nkeys, conc, round int) 
 	return s, nil
 }
 
+var errDenied = errors.New("denied (the benchmark's limit is meant never to deny)")
+
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 type driven struct {
-	ok, errs uint64
-	firstErr string
-	elapsed  time.Duration
+	ok, errs, denied, cached uint64
+	goodDenied               uint64
+	admitted                 []uint64 // per abuser
+	firstErr                 string
+	elapsed                  time.Duration
 }
 
 // drive runs conc goroutines calling decide for dur (and at most maxCalls
-// each), each recording its latencies in its own histogram.
-func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, conc int, dur time.Duration, hists []*hist) driven {
+// each), each recording its latencies in its own histogram. who, when set,
+// names the abuser of each key (-1: none), whose admissions are counted.
+// A denial is an error unless denials are expected.
+func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, who []int, denials bool, conc int, dur time.Duration, hists []*hist) driven {
+	nAbusers := 0
+	for _, a := range who {
+		nAbusers = max(nAbusers, a+1)
+	}
 	type counter struct {
-		ok, errs uint64
-		first    error
-		_        [40]byte // no false sharing between goroutines
+		ok, errs, denied, cached, goodDenied uint64
+		admitted                             []uint64
+		first                                error
+		_                                    [40]byte // no false sharing between goroutines
 	}
 	counts := make([]counter, conc)
+	for i := range counts {
+		counts[i].admitted = make([]uint64, nAbusers)
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(dur)
@@ -171,17 +262,35 @@ func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, co
 			i := (g * 7919) % len(keys)
 			now := time.Now()
 			for n := 0; n < r.maxCalls && now.Before(deadline); n++ {
-				err := decide(ctx, keys[i])
+				v, err := decide(ctx, keys[i])
 				end := time.Now()
 				h.record(end.Sub(now))
 				now = end
-				if err != nil {
+				if err == nil && v != allowed && !denials {
+					err = errDenied
+				}
+				if v == allowed && who != nil && who[i] >= 0 {
+					// Counted whatever the error: an admission by the
+					// fail strategy admits all the same.
+					c.admitted[who[i]]++
+				}
+				switch {
+				case err != nil:
 					c.errs++
 					if c.first == nil {
 						c.first = err
 					}
-				} else {
+				case v == allowed:
 					c.ok++
+				default:
+					c.ok++
+					c.denied++
+					if v == cached {
+						c.cached++
+					}
+					if who != nil && who[i] < 0 {
+						c.goodDenied++
+					}
 				}
 				if i++; i == len(keys) {
 					i = 0
@@ -190,11 +299,16 @@ func (r *runner) drive(ctx context.Context, decide decideFunc, keys []string, co
 		}()
 	}
 	wg.Wait()
-	var d driven
-	d.elapsed = time.Since(start)
+	d := driven{elapsed: time.Since(start), admitted: make([]uint64, nAbusers)}
 	for _, c := range counts {
 		d.ok += c.ok
 		d.errs += c.errs
+		d.denied += c.denied
+		d.cached += c.cached
+		d.goodDenied += c.goodDenied
+		for a, n := range c.admitted {
+			d.admitted[a] += n
+		}
 		if c.first != nil && d.firstErr == "" {
 			d.firstErr = c.first.Error()
 		}
@@ -216,6 +330,26 @@ type summary struct {
 	Errors    uint64            `json:"errors"`
 	FirstErr  string            `json:"first_error,omitempty"`
 	Decisions uint64            `json:"decisions"`
+	// ScriptCalls is the median of EVALSHA + EVAL calls per decision.
+	ScriptCalls float64 `json:"script_calls_per_decision"`
+	// CachedShare is the median share of decisions the deny cache
+	// answered; DeniedShare of all denials.
+	CachedShare float64 `json:"cached_share,omitempty"`
+	DeniedShare float64 `json:"denied_share,omitempty"`
+	// Abuse: the medians of admitted and bound, the largest over-admission
+	// of any round and all good identities' denials.
+	Abuse *abuseCheck `json:"abuse,omitempty"`
+}
+
+// scriptCalls is the script calls (EVALSHA, EVAL) per decision of s: the
+// round trips' worth of work Redis was asked for.
+func scriptCalls(s sample) float64 { return s.Cmds["evalsha"].PerDecision + s.Cmds["eval"].PerDecision }
+
+func share(n, of uint64) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of)
 }
 
 func summarize(c cell, ss []sample) summary {
@@ -225,6 +359,9 @@ func summarize(c cell, ss []sample) summary {
 			v[i] = f(s)
 		}
 		sort.Float64s(v)
+		if len(v) == 0 {
+			return 0
+		}
 		if len(v)%2 == 1 {
 			return v[len(v)/2]
 		}
@@ -240,6 +377,22 @@ func summarize(c cell, ss []sample) summary {
 		Allocs:   med(func(s sample) float64 { return s.Allocs }),
 		RedisCPU: med(func(s sample) float64 { return s.RedisCPU }),
 		Cmds:     map[string]cmdUse{},
+
+		ScriptCalls: med(scriptCalls),
+		CachedShare: med(func(s sample) float64 { return share(s.Cached, s.Decisions) }),
+		DeniedShare: med(func(s sample) float64 { return share(s.Denied, s.Decisions) }),
+	}
+	if len(ss) > 0 && ss[0].Abuse != nil {
+		a := &abuseCheck{
+			RedisSeconds: med(func(s sample) float64 { return s.Abuse.RedisSeconds }),
+			Admitted:     int64(med(func(s sample) float64 { return float64(s.Abuse.Admitted) })),
+			Bound:        int64(med(func(s sample) float64 { return float64(s.Abuse.Bound) })),
+		}
+		for _, s := range ss {
+			a.Over = max(a.Over, s.Abuse.Over)
+			a.GoodDenied += s.Abuse.GoodDenied
+		}
+		out.Abuse = a
 	}
 	names := map[string]bool{}
 	for _, s := range ss {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// TestCellKey: a cell survives -json and -render, and the keys of runs from
+// before the setups read as the per-case setup.
+func TestCellKey(t *testing.T) {
+	for _, c := range []cell{
+		{Case: "ratelimit", Setup: shared, Keys: 10000, Conc: 64},
+		{Case: "ratelimit-sliding_log", Setup: perCase, Keys: 1, Conc: 1},
+	} {
+		got, err := parseCell(c.String())
+		if err != nil || got != c {
+			t.Errorf("parseCell(%q) = %+v, %v; want %+v", c.String(), got, err, c)
+		}
+	}
+	got, err := parseCell("redis_rate/keys=10000/conc=16")
+	if want := (cell{Case: "redis_rate", Setup: perCase, Keys: 10000, Conc: 16}); err != nil || got != want {
+		t.Errorf("old key: %+v, %v; want %+v", got, err, want)
+	}
+	for _, bad := range []string{"ratelimit", "ratelimit/setup=shared", "ratelimit/keys=x/conc=1"} {
+		if _, err := parseCell(bad); err == nil {
+			t.Errorf("parseCell(%q): no error", bad)
+		}
+	}
+}
+
+// TestAbuseMix: one call in every is from a good identity, each good
+// identity comes once, every abuser comes about as often as the others.
+func TestAbuseMix(t *testing.T) {
+	m := &abuseMix{abusers: 16, good: 1000, every: 10, limit: theAbuse.limit}
+	keys, who := m.keys()
+	if len(keys) != m.good*m.every || len(who) != len(keys) {
+		t.Fatalf("%d keys, %d owners; want %d", len(keys), len(who), m.good*m.every)
+	}
+	goods := map[string]bool{}
+	perAbuser := make([]int, m.abusers)
+	for i, k := range keys {
+		if who[i] < 0 {
+			if goods[k] {
+				t.Fatalf("good identity %s twice", k)
+			}
+			goods[k] = true
+			continue
+		}
+		perAbuser[who[i]]++
+	}
+	if len(goods) != m.good {
+		t.Errorf("%d good identities; want %d", len(goods), m.good)
+	}
+	for a, n := range perAbuser {
+		if want := (m.every - 1) * m.good / m.abusers; n < want-1 || n > want+1 {
+			t.Errorf("abuser %d: %d calls; want %d±1", a, n, want)
+		}
+	}
+	// burst 10 + 10/s × 1.55 s
+	if got := m.bound(1550 * time.Millisecond); got != 25 {
+		t.Errorf("bound(1.55 s) = %d; want 25", got)
+	}
+}
