@@ -50,7 +50,12 @@ func (m *abuseMix) bound(elapsed time.Duration) int64 {
 	return l.Capacity() + int64(float64(l.Rate)*float64(elapsed)/float64(l.Per))
 }
 
-// abuseCases are the abuse mix on this library without the deny cache.
+// denyCacheKeys is the deny cache's bound in the abuse case: room for every
+// abuser (good identities are never denied, so never remembered).
+const denyCacheKeys = 1024
+
+// abuseCases are the abuse mix on this library, without and with the deny
+// cache.
 func abuseCases() []benchCase {
 	lim := theAbuse.limit
 	note := fmt.Sprintf("this library, token bucket, pipelined, limit %d per %v (burst %d); %d%% of calls from %d identities over that limit, "+
@@ -60,6 +65,10 @@ func abuseCases() []benchCase {
 		{Name: "abuse", Label: "ratelimit under abuse, no deny cache",
 			Note:  note + ", no deny cache",
 			setup: ours(ourOpts{pipelining: true, limit: lim}),
+			only:  atTargetCell, abuse: theAbuse},
+		{Name: denyCacheCase, Label: "ratelimit under abuse, deny cache",
+			Note:  fmt.Sprintf("%s, WithDenyCache(%d)", note, denyCacheKeys),
+			setup: ours(ourOpts{pipelining: true, limit: lim, extra: []ratelimit.Option{ratelimit.WithDenyCache(denyCacheKeys)}}),
 			only:  atTargetCell, abuse: theAbuse},
 	}
 }

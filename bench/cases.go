@@ -163,8 +163,11 @@ func ours(o ourOpts) func(rdb *redis.Client) (decideFunc, func(), error) {
 
 // ourVerdict reads this library's Result.
 func ourVerdict(res ratelimit.Result) verdict {
-	if res.Allowed {
+	switch {
+	case res.Allowed:
 		return allowed
+	case res.Reason == ratelimit.ReasonCached:
+		return cached
 	}
 	return denied
 }
