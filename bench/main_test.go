@@ -61,3 +61,15 @@ func TestAbuseMix(t *testing.T) {
 		t.Errorf("bound(1.55 s) = %d; want 25", got)
 	}
 }
+
+func TestQuantile(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for _, c := range []struct{ q, want float64 }{{0.25, 3.25}, {0.5, 5.5}, {0.75, 7.75}, {0, 1}, {1, 10}} {
+		if got := quantile(v, c.q); got != c.want {
+			t.Errorf("quantile(1..10, %g) = %g; want %g", c.q, got, c.want)
+		}
+	}
+	if got := quantile([]float64{4, 6, 9}, 0.5); got != 6 {
+		t.Errorf("median of 4, 6, 9 = %g; want 6", got)
+	}
+}

@@ -18,6 +18,14 @@ type report struct {
 // same round and setup, where the two cells ran seconds apart: a slow drift
 // of the machine (other processes) cancels out of each ratio.
 func (r *report) ratio(num, den, setup string, keys, conc int, f func(sample) float64) (float64, bool) {
+	q, ok := r.ratioQuartiles(num, den, setup, keys, conc, f)
+	return q[1], ok
+}
+
+// ratioQuartiles returns the lower quartile, the median and the upper
+// quartile of the per-round ratios (see ratio): how far one round's ratio
+// strays on a shared machine.
+func (r *report) ratioQuartiles(num, den, setup string, keys, conc int, f func(sample) float64) ([3]float64, bool) {
 	a, b := r.samples[cell{num, setup, keys, conc}], r.samples[cell{den, setup, keys, conc}]
 	byRound := map[int]sample{}
 	for _, s := range b {
@@ -31,13 +39,21 @@ func (r *report) ratio(num, den, setup string, keys, conc int, f func(sample) fl
 		}
 	}
 	if len(rs) == 0 {
-		return 0, false
+		return [3]float64{}, false
 	}
 	sort.Float64s(rs)
-	if len(rs)%2 == 1 {
-		return rs[len(rs)/2], true
+	return [3]float64{quantile(rs, 0.25), quantile(rs, 0.5), quantile(rs, 0.75)}, true
+}
+
+// quantile of sorted v, interpolated between the nearest ranks (the median
+// of an even count is the mean of the middle two).
+func quantile(v []float64, q float64) float64 {
+	x := q * float64(len(v)-1)
+	i := int(x)
+	if i+1 >= len(v) {
+		return v[len(v)-1]
 	}
-	return (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2, true
+	return v[i] + (x-float64(i))*(v[i+1]-v[i])
 }
 
 func perSec(s sample) float64 { return s.PerSec }
