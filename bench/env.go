@@ -23,8 +23,12 @@ type environ struct {
 	RedisVersion string            `json:"redis"`
 	Modules      map[string]string `json:"modules"`
 	Commit       string            `json:"commit,omitempty"`
-	LoadBefore   string            `json:"load_before"`
-	LoadAfter    string            `json:"load_after"`
+	// CoreCommit is the last commit that changed the code measured (the
+	// library and its scripts): unlike Commit, it survives a rebase of
+	// benchmark-only commits onto it.
+	CoreCommit string `json:"core_commit,omitempty"`
+	LoadBefore string `json:"load_before"`
+	LoadAfter  string `json:"load_after"`
 	// OtherCPU is the CPU (in cores, averaged over the run) used by
 	// processes other than the benchmark and its redis-server: how much
 	// the machine was shared while the figures were taken.
@@ -75,6 +79,9 @@ func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
 	}
 	if out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		e.Commit = strings.TrimSpace(string(out))
+		if out, err := exec.Command("git", "-C", "..", "log", "-1", "--format=%h", "--", "ratelimit", "lua", "go.mod", "go.sum").Output(); err == nil {
+			e.CoreCommit = strings.TrimSpace(string(out))
+		}
 		// Changes to the code measured (not to the report files) are noted.
 		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "bench", ":!bench/BENCHMARKS.md").Output()
 		if len(strings.TrimSpace(string(st))) > 0 {
