@@ -363,3 +363,36 @@ func TestCIRunsTheTestCommand(t *testing.T) {
 		t.Error(".ci/run lacks gofmt or go vet")
 	}
 }
+
+// TestHeadlineIsTheBenchmarks: the figures README.md and docs/performance.md
+// quote are the headline bullets of BENCHMARKS.md, which bench/ writes from
+// one run; a new run that changes them fails here until they are copied.
+func TestHeadlineIsTheBenchmarks(t *testing.T) {
+	dir := root(t)
+	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
+	start := strings.Index(bench, "## Headline figures")
+	if start < 0 {
+		t.Fatal("BENCHMARKS.md has no Headline figures section")
+	}
+	section := bench[start:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	var bullets []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "- ") {
+			bullets = append(bullets, line)
+		}
+	}
+	if len(bullets) == 0 {
+		t.Fatal("BENCHMARKS.md's Headline figures section has no bullet")
+	}
+	for _, page := range []string{"README.md", filepath.Join("docs", "performance.md")} {
+		text := read(t, filepath.Join(dir, page))
+		for _, b := range bullets {
+			if !strings.Contains(text, b+"\n") {
+				t.Errorf("%s lacks BENCHMARKS.md's headline line %q", page, b)
+			}
+		}
+	}
+}
