@@ -36,9 +36,16 @@ type environ struct {
 	// SharedPoolSize is the PoolSize go-redis chose for the shared setup's
 	// client (10 per GOMAXPROCS).
 	SharedPoolSize int `json:"shared_pool_size"`
-	cpu0           cpuSample
-	Started        time.Time     `json:"started"`
-	Took           time.Duration `json:"took_ns"`
+	// Shards is the sharded-buckets section's setting, when it was
+	// selected.
+	Shards *shardEnv `json:"shards,omitempty"`
+	// extraRedisCPU is the CPU seconds of the Redis Cluster nodes the
+	// benchmark started (and stopped) during the run: its own, not other
+	// processes'.
+	extraRedisCPU float64
+	cpu0          cpuSample
+	Started       time.Time     `json:"started"`
+	Took          time.Duration `json:"took_ns"`
 }
 
 func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
@@ -126,7 +133,7 @@ func (e *environ) finish(ctx context.Context, admin *redis.Client, began time.Ti
 	e.Took = time.Since(began)
 	s := sampleCPU(ctx, admin)
 	if secs := s.at.Sub(e.cpu0.at).Seconds(); secs > 0 && e.cpu0.machine > 0 {
-		other := (s.machine - e.cpu0.machine) - (s.self - e.cpu0.self) - (s.redis - e.cpu0.redis)
+		other := (s.machine - e.cpu0.machine) - (s.self - e.cpu0.self) - (s.redis - e.cpu0.redis) - e.extraRedisCPU
 		e.OtherCPU = max(other, 0) / secs
 	}
 }

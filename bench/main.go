@@ -3,7 +3,9 @@
 // without its telemetry subscribers), its other algorithms, and under abuse
 // with and without its deny cache; go-redis/redis_rate v10, ulule/limiter
 // v3 and throttled v2; and raw EVALSHA and INCR as the ceiling, at several
-// concurrencies, on one hot key and on 10,000 keys.
+// concurrencies, on one hot key and on 10,000 keys. A section of its own
+// measures one hot identity on Redis Clusters it starts (3 masters and 1)
+// with ratelimit.WithShards (cases shards-*; shards.go), after the rest.
 //
 // Every case runs in two client setups: a fresh client per cell sized to
 // its callers with ContextTimeoutEnabled (no case waits on the pool), and
@@ -20,6 +22,7 @@
 //
 //	cd bench && go run .                 # the full run (minutes), writes ../BENCHMARKS.md
 //	cd bench && go run . -smoke -out /tmp/bench   # every cell for a moment (seconds)
+//	cd bench && go run . -cases shards -out /tmp/bench -shards-out SHARDS-SECTION.md   # the cluster section alone
 //
 // It lives in a module of its own, so that the peer libraries never enter
 // the library's go.mod.
@@ -58,6 +61,7 @@ type config struct {
 	jsonOut   string
 	render    string
 	headline  string
+	shardsOut string
 	args      []string
 }
 
@@ -99,6 +103,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.out, "out", "..", "directory to write BENCHMARKS.md and benchmarks.svg to")
 	fs.StringVar(&c.jsonOut, "json", "", "also write every sample and the summary as JSON to this file")
 	fs.StringVar(&c.headline, "headline", "", "also write the README's headline figures (Markdown bullets) to this file")
+	fs.StringVar(&c.shardsOut, "shards-out", "", "also write the section \"Hot keys on Redis Cluster: sharded buckets\" alone (Markdown, with its command) to this file")
 	fs.StringVar(&c.render, "render", "", "measure nothing: write the report again from the -json file of an earlier run (give the same flags)")
 	fs.BoolVar(&c.smoke, "smoke", false, "run every cell for a moment, one round (seconds in total; for CI, no figure is meaningful)")
 	fs.IntVar(&c.maxCalls, "max-calls", 10_000_000, "bound on the calls of one goroutine in one cell")
@@ -135,7 +140,7 @@ func parseFlags(args []string) (config, error) {
 	// (not where the results go).
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "out", "json", "cpuprofile", "render", "headline":
+		case "out", "json", "cpuprofile", "render", "headline", "shards-out":
 		default:
 			c.args = append(c.args, "-"+f.Name+"="+f.Value.String())
 		}
@@ -157,12 +162,13 @@ func run(args []string) error {
 			cases = append(cases, bc)
 		}
 	}
-	if len(cases) == 0 {
+	scases := selectShardCases(cfg)
+	if len(cases) == 0 && len(scases) == 0 {
 		return fmt.Errorf("-cases %q selects no case", cfg.cases)
 	}
 
 	if cfg.render != "" {
-		return render(cfg, cases)
+		return render(cfg, cases, scases)
 	}
 
 	srv := &server{addr: cfg.redisAddr}
@@ -235,18 +241,23 @@ func run(args []string) error {
 			}
 		}
 	}
+	// The sharded-buckets section, on Redis Clusters of its own.
+	if err := runShards(ctx, cfg, scases, env, samples); err != nil {
+		return err
+	}
+	total += cfg.rounds * len(shardCellsOf(cfg, scases))
 	env.finish(ctx, admin, began)
 
-	return write(cfg, cases, env, samples, total, began)
+	return write(cfg, cases, scases, env, samples, total, began)
 }
 
 // write summarizes samples and writes the report (and -json).
-func write(cfg config, cases []benchCase, env *environ, samples map[cell][]sample, total int, began time.Time) error {
+func write(cfg config, cases []benchCase, scases []shardCase, env *environ, samples map[cell][]sample, total int, began time.Time) error {
 	var sums []summary
-	for _, c := range cellsOf(cfg, cases) {
+	for _, c := range append(cellsOf(cfg, cases), shardCellsOf(cfg, scases)...) {
 		sums = append(sums, summarize(c, samples[c]))
 	}
-	rep := &report{cfg: cfg, env: env, cases: cases, sums: sums, samples: samples}
+	rep := &report{cfg: cfg, env: env, cases: cases, scases: scases, sums: sums, samples: samples}
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
 	}
@@ -256,6 +267,11 @@ func write(cfg config, cases []benchCase, env *environ, samples map[cell][]sampl
 	}
 	if err := os.WriteFile(filepath.Join(cfg.out, "benchmarks.svg"), []byte(rep.svg()), 0o644); err != nil {
 		return err
+	}
+	if cfg.shardsOut != "" {
+		if err := os.WriteFile(cfg.shardsOut, []byte(rep.shardsSectionAlone()), 0o644); err != nil {
+			return err
+		}
 	}
 	if cfg.jsonOut != "" {
 		raw, err := json.Marshal(saved{env, sums, flatSamples(samples)})
@@ -295,7 +311,7 @@ type saved struct {
 // render writes the report again from the samples of an earlier -json, with
 // the flags given now (which must describe that run: -conc, -keys, -rounds,
 // -duration, -warmup, -cases).
-func render(cfg config, cases []benchCase) error {
+func render(cfg config, cases []benchCase, scases []shardCase) error {
 	raw, err := os.ReadFile(cfg.render)
 	if err != nil {
 		return err
@@ -313,7 +329,7 @@ func render(cfg config, cases []benchCase) error {
 		samples[c] = ss
 	}
 	cfg.jsonOut = ""
-	return write(cfg, cases, sv.Env, samples, len(cellsOf(cfg, cases))*cfg.rounds, sv.Env.Started)
+	return write(cfg, cases, scases, sv.Env, samples, (len(cellsOf(cfg, cases))+len(shardCellsOf(cfg, scases)))*cfg.rounds, sv.Env.Started)
 }
 
 func flatSamples(m map[cell][]sample) map[string][]sample {

@@ -10,6 +10,7 @@ type report struct {
 	cfg     config
 	env     *environ
 	cases   []benchCase
+	scases  []shardCase // the sharded-buckets section's
 	sums    []summary
 	samples map[cell][]sample
 }
@@ -159,7 +160,9 @@ func (r *report) markdown() string {
 	w("on a free loopback port (or takes `-redis host:port`), and writes `BENCHMARKS.md` and `benchmarks.svg` to `-out`\n")
 	w("(default: the repository root); `-json file` also keeps every sample, and `-render file` writes the report again\n")
 	w("from it. `-smoke` runs every cell for a moment (CI does, so that the program cannot rot); `-cases`, `-setups`,\n")
-	w("`-conc`, `-keys`, `-rounds` and `-duration` narrow a run.\n\n")
+	w("`-conc`, `-keys`, `-rounds` and `-duration` narrow a run. The Redis Cluster section (cases `shards-*`) starts\n")
+	w("clusters of its own (it needs `redis-cli`; without it the section is skipped, or the run fails under\n")
+	w("`RATELIMIT_REQUIRE_REDIS=1`, as in CI); `-shards-out file` also writes that section alone.\n\n")
 
 	w("## Machine\n\n")
 	w("| | |\n|---|---|\n")
@@ -199,10 +202,15 @@ func (r *report) markdown() string {
 	r.targetTable(w)
 	r.redisCost(w)
 	r.abuseTable(w)
-	w("## Decisions per second\n\n![decisions per second by concurrency](benchmarks.svg)\n\n")
+	if len(r.cases) > 0 {
+		w("## Decisions per second\n\n![decisions per second by concurrency](benchmarks.svg)\n\n")
+	}
 	r.choices(w)
 
 	for _, setup := range r.cfg.setups {
+		if len(r.cases) == 0 {
+			break
+		}
 		for _, nk := range r.cfg.keyspaces {
 			w("## %s, %s\n\n", strings.ToUpper(setupLabel(setup)[:1])+setupLabel(setup)[1:], keysLabel(nk))
 			w("| Conc. | Case | Decisions/s | p50 | p99 | p99.9 | Allocs/decision | Redis CPU/decision | Redis commands per decision × time per call | Errors |\n")
@@ -222,17 +230,21 @@ func (r *report) markdown() string {
 		}
 	}
 
-	w("## The cases\n\n| Case | What it runs |\n|---|---|\n")
-	for _, c := range r.cases {
-		w("| %s (`%s`) | %s |\n", c.Label, c.Name, c.Note)
+	r.shardsSection(w)
+
+	if len(r.cases) > 0 {
+		w("## The cases\n\n| Case | What it runs |\n|---|---|\n")
+		for _, c := range r.cases {
+			w("| %s (`%s`) | %s |\n", c.Label, c.Name, c.Note)
+		}
+		w("\nTelemetry subscribers in the `+ telemetry` cases: ")
+		var subs []string
+		for _, s := range telemetrySubscribers {
+			subs = append(subs, s.name)
+		}
+		w("%s. (These are all the subscribers in this repository at the time of the run; the list is\n", strings.Join(subs, "; "))
+		w("`telemetrySubscribers` in `bench/cases.go`.)\n\n")
 	}
-	w("\nTelemetry subscribers in the `+ telemetry` cases: ")
-	var subs []string
-	for _, s := range telemetrySubscribers {
-		subs = append(subs, s.name)
-	}
-	w("%s. (These are all the subscribers in this repository at the time of the run; the list is\n", strings.Join(subs, "; "))
-	w("`telemetrySubscribers` in `bench/cases.go`.)\n\n")
 
 	w("## How it is measured\n\n")
 	w("- Every case runs in each client setup (above). Every library has the same limit, %s/s per key, so nothing is\n", thousands(rate))
@@ -255,6 +267,10 @@ func (r *report) markdown() string {
 	w("- Cases alternate: every round runs each (keys, concurrency) for every case in every setup in turn, starting\n")
 	w("  from a different one each round; each figure is the median over the rounds. Client and Redis share the\n")
 	w("  machine's %d CPUs.\n", e.CPUs)
+	if len(r.scases) > 0 {
+		w("- The sharded-buckets section runs after the other cells, on Redis Clusters of its own, with its cells\n")
+		w("  interleaved the same way (its own section says how it is measured).\n")
+	}
 	return b.String()
 }
 

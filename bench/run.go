@@ -35,6 +35,20 @@ type sample struct {
 	Cached uint64 `json:"cached,omitempty"`
 	// Abuse is the over-admission check of an abuse case.
 	Abuse *abuseCheck `json:"abuse,omitempty"`
+	// The sharded-buckets section's cells (on a Redis Cluster) also have:
+	// Admission, the check of an admission case (Over: admitted above
+	// the bound of the whole limit); RedisCores and ClientCores, the CPU
+	// all masters and this process used, in cores (CPU seconds per second
+	// of the cell), and TopMasterCores the most any one master used (a
+	// master runs commands on one thread: near 1, it is the bottleneck);
+	// MastersUsed, the masters that ran script calls, and BusiestShare,
+	// the share of script calls the busiest one ran.
+	Admission      *abuseCheck `json:"admission,omitempty"`
+	TopMasterCores float64     `json:"top_master_cores,omitempty"`
+	RedisCores     float64     `json:"redis_cores,omitempty"`
+	ClientCores    float64     `json:"client_cores,omitempty"`
+	MastersUsed    int         `json:"masters_used,omitempty"`
+	BusiestShare   float64     `json:"busiest_master_share,omitempty"`
 }
 
 // abuseCheck compares what each abuser was admitted, over warm-up and
@@ -82,6 +96,8 @@ func setupLabel(s string) string {
 		return "fresh client per case"
 	case shared:
 		return "one shared default client"
+	case clusterSetup:
+		return "Redis Cluster, one default ClusterClient"
 	}
 	return s
 }
@@ -339,6 +355,14 @@ type summary struct {
 	// Abuse: the medians of admitted and bound, the largest over-admission
 	// of any round and all good identities' denials.
 	Abuse *abuseCheck `json:"abuse,omitempty"`
+	// The sharded-buckets section's medians (see sample); Admission as
+	// Abuse.
+	Admission      *abuseCheck `json:"admission,omitempty"`
+	TopMasterCores float64     `json:"top_master_cores,omitempty"`
+	RedisCores     float64     `json:"redis_cores,omitempty"`
+	ClientCores    float64     `json:"client_cores,omitempty"`
+	MastersUsed    float64     `json:"masters_used,omitempty"`
+	BusiestShare   float64     `json:"busiest_master_share,omitempty"`
 }
 
 // scriptCalls is the script calls (EVALSHA, EVAL) per decision of s: the
@@ -381,19 +405,30 @@ func summarize(c cell, ss []sample) summary {
 		ScriptCalls: med(scriptCalls),
 		CachedShare: med(func(s sample) float64 { return share(s.Cached, s.Decisions) }),
 		DeniedShare: med(func(s sample) float64 { return share(s.Denied, s.Decisions) }),
+
+		TopMasterCores: med(func(s sample) float64 { return s.TopMasterCores }),
+		RedisCores:     med(func(s sample) float64 { return s.RedisCores }),
+		ClientCores:    med(func(s sample) float64 { return s.ClientCores }),
+		MastersUsed:    med(func(s sample) float64 { return float64(s.MastersUsed) }),
+		BusiestShare:   med(func(s sample) float64 { return s.BusiestShare }),
 	}
-	if len(ss) > 0 && ss[0].Abuse != nil {
+	checks := func(get func(sample) *abuseCheck) *abuseCheck {
+		if len(ss) == 0 || get(ss[0]) == nil {
+			return nil
+		}
 		a := &abuseCheck{
-			RedisSeconds: med(func(s sample) float64 { return s.Abuse.RedisSeconds }),
-			Admitted:     int64(med(func(s sample) float64 { return float64(s.Abuse.Admitted) })),
-			Bound:        int64(med(func(s sample) float64 { return float64(s.Abuse.Bound) })),
+			RedisSeconds: med(func(s sample) float64 { return get(s).RedisSeconds }),
+			Admitted:     int64(med(func(s sample) float64 { return float64(get(s).Admitted) })),
+			Bound:        int64(med(func(s sample) float64 { return float64(get(s).Bound) })),
 		}
 		for _, s := range ss {
-			a.Over = max(a.Over, s.Abuse.Over)
-			a.GoodDenied += s.Abuse.GoodDenied
+			a.Over = max(a.Over, get(s).Over)
+			a.GoodDenied += get(s).GoodDenied
 		}
-		out.Abuse = a
+		return a
 	}
+	out.Abuse = checks(func(s sample) *abuseCheck { return s.Abuse })
+	out.Admission = checks(func(s sample) *abuseCheck { return s.Admission })
 	names := map[string]bool{}
 	for _, s := range ss {
 		out.Errors += s.Errors

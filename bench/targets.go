@@ -124,7 +124,7 @@ func (r *report) targets() []target {
 				}, true
 			})
 	}
-	return out
+	return append(out, r.shardTargets()...)
 }
 
 // asSample gives a summary's medians the shape of a sample.
@@ -132,22 +132,52 @@ func (s summary) asSample() sample {
 	return sample{PerSec: s.PerSec, P50: s.P50, P99: s.P99, P999: s.P999, Decisions: s.Decisions}
 }
 
+// targetColumns are the setups that have a measure of some target, in
+// order: the single-server setups, then the Redis Cluster section's.
+func (r *report) targetColumns(ts []target) []string {
+	var cols []string
+	for _, s := range append(slices.Clone(r.cfg.setups), clusterSetup) {
+		for _, t := range ts {
+			if _, ok := t.by[s]; ok {
+				cols = append(cols, s)
+				break
+			}
+		}
+	}
+	return cols
+}
+
 func (r *report) targetTable(w func(string, ...any)) {
 	ts := r.targets()
 	if len(ts) == 0 {
 		return
 	}
-	w("## Targets (issue 13)\n\n")
+	cols := r.targetColumns(ts)
+	issues := "issue 13"
+	switch {
+	case slices.Contains(cols, clusterSetup) && len(cols) > 1:
+		issues = "issues 13 and 14"
+	case slices.Contains(cols, clusterSetup):
+		issues = "issue 14"
+	}
+	w("## Targets (%s)\n\n", issues)
 	w("Each ratio is the median over rounds of the ratio of two cells of one setup measured in the same round, with\n")
 	w("the quartiles of those per-round ratios (how much one round strays) and each case's medians in brackets.\n")
-	w("Redis CPU per decision is a median over rounds.\n\n| Target |")
-	for _, s := range r.cfg.setups {
+	w("Redis CPU per decision is a median over rounds.\n\n")
+	writeTargetRows(w, ts, cols)
+	w("\n")
+}
+
+// writeTargetRows writes the targets as a table with a column per setup.
+func writeTargetRows(w func(string, ...any), ts []target, cols []string) {
+	w("| Target |")
+	for _, s := range cols {
 		w(" %s |", setupLabel(s))
 	}
-	w("\n|---|%s\n", strings.Repeat("---|", len(r.cfg.setups)))
+	w("\n|---|%s\n", strings.Repeat("---|", len(cols)))
 	for _, t := range ts {
 		w("| %s |", t.what)
-		for _, s := range r.cfg.setups {
+		for _, s := range cols {
 			m, ok := t.by[s]
 			switch {
 			case !ok:
@@ -160,13 +190,12 @@ func (r *report) targetTable(w func(string, ...any)) {
 		}
 		w("\n")
 	}
-	w("\n")
 }
 
 func (r *report) targetLines() []string {
 	var lines []string
 	for _, t := range r.targets() {
-		for _, s := range r.cfg.setups {
+		for _, s := range append(slices.Clone(r.cfg.setups), clusterSetup) {
 			m, ok := t.by[s]
 			if !ok {
 				continue
