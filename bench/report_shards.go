@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // The bounds of issue 14.
@@ -32,34 +33,51 @@ func (r *report) shardRatio(num, den string, conc int) (float64, bool) {
 	return r.ratio(num, den, clusterSetup, 1, conc, perSec)
 }
 
-// admissionRounds is the admission check of every round of a cell.
-func (r *report) admissionRounds(name string, conc int) []*abuseCheck {
-	var out []*abuseCheck
+// admissionRounds is every round of an admission cell (that has a check).
+func (r *report) admissionRounds(name string, conc int) []sample {
+	var out []sample
 	for _, s := range r.samples[cell{name, clusterSetup, 1, conc}] {
 		if s.Admission != nil && s.Admission.Bound > 0 {
-			out = append(out, s.Admission)
+			out = append(out, s)
 		}
 	}
 	return out
 }
 
 // admitShare is admitted / bound of one round.
-func admitShare(a *abuseCheck) float64 { return float64(a.Admitted) / float64(a.Bound) }
+func admitShare(s sample) float64 { return float64(s.Admission.Admitted) / float64(s.Admission.Bound) }
 
-// admissionSpread is the lowest and highest admitted / bound of the rounds
-// and the rounds that went over the bound.
-func admissionSpread(rounds []*abuseCheck) (lo, hi float64, over int) {
-	for i, a := range rounds {
-		x := admitShare(a)
+// admissionSpread is the lowest and highest admitted / bound of the rounds,
+// the round of the lowest, and the rounds that went over the bound.
+func admissionSpread(rounds []sample) (lo, hi float64, low sample, over int) {
+	for i, s := range rounds {
+		x := admitShare(s)
 		if i == 0 || x < lo {
-			lo = x
+			lo, low = x, s
 		}
 		hi = max(hi, x)
-		if a.Over > 0 {
+		if s.Admission.Over > 0 {
 			over++
 		}
 	}
-	return lo, hi, over
+	return lo, hi, low, over
+}
+
+// pairedRatios are the same-round ratios of decisions/s of two cells of
+// the section, sorted.
+func (r *report) pairedRatios(num, den string, conc int) []float64 {
+	byRound := map[int]sample{}
+	for _, s := range r.samples[cell{den, clusterSetup, 1, conc}] {
+		byRound[s.Round] = s
+	}
+	var out []float64
+	for _, s := range r.samples[cell{num, clusterSetup, 1, conc}] {
+		if d, ok := byRound[s.Round]; ok && d.PerSec > 0 && s.Decisions > 0 {
+			out = append(out, s.PerSec/d.PerSec)
+		}
+	}
+	sort.Float64s(out)
+	return out
 }
 
 func (r *report) shardTargets() []target {
@@ -80,7 +98,7 @@ func (r *report) shardTargets() []target {
 	rounds := r.admissionRounds(admitName(3, 3), 64)
 	if len(rounds) > 0 {
 		s, _ := r.shardGet(admitName(3, 3), 64)
-		lo, hi, over := admissionSpread(rounds)
+		lo, hi, _, over := admissionSpread(rounds)
 		lim := admitLimit
 		what := fmt.Sprintf("WithShards(3) on 3 masters, concurrency 64, limit %s/s burst %s: admitted", thousands(float64(lim.Rate)), thousands(float64(lim.Capacity())))
 		one(what+" ≤ burst + rate × elapsed (Redis TIME) in every round",
@@ -188,7 +206,7 @@ func (r *report) shardsSection(w func(string, ...any)) {
 			s, _ := r.shardGet(c.Case, c.Conc)
 			adm, spread, over := "–", "–", "–"
 			if rounds := r.admissionRounds(c.Case, c.Conc); len(rounds) > 0 && s.Admission != nil {
-				lo, hi, n := admissionSpread(rounds)
+				lo, hi, _, n := admissionSpread(rounds)
 				adm = fmt.Sprintf("%s / %s in %.2f s", thousands(float64(s.Admission.Admitted)), thousands(float64(s.Admission.Bound)), s.Admission.RedisSeconds)
 				spread = fmt.Sprintf("%s (%s – %s)", pct(medianOf(rounds, admitShare)), pct(lo), pct(hi))
 				over = fmt.Sprintf("%d of %d", n, len(rounds))
@@ -214,7 +232,7 @@ func (r *report) shardsSection(w func(string, ...any)) {
 func busiestCalls(s summary) float64 { return s.PerSec * s.ScriptCalls * s.BusiestShare }
 
 // medianOf is the median of f over rounds.
-func medianOf(rounds []*abuseCheck, f func(*abuseCheck) float64) float64 {
+func medianOf(rounds []sample, f func(sample) float64) float64 {
 	v := make([]float64, len(rounds))
 	for i, a := range rounds {
 		v[i] = f(a)
@@ -253,13 +271,17 @@ func (r *report) shardFindings() []string {
 			"(other processes: %.2f cores over the whole run).",
 			n1.TopMasterCores, n3.TopMasterCores, busy1, n1.RedisCores, n1.ClientCores, busy3, n3.RedisCores, n3.ClientCores,
 			r.env.CPUs, r.env.OtherCPU)
+		if rs := r.pairedRatios(shardName(3, 3), shardName(1, 3), conc); len(rs) > 1 {
+			line += fmt.Sprintf(" Same-round ratios ranged from %.2f× to %.2f× over %d rounds.", rs[0], rs[len(rs)-1], len(rs))
+		}
 		switch free := cpus - r.env.OtherCPU; {
 		case n1.TopMasterCores < 0.9 && busy1 < 0.85*free:
 			line += " With 1 shard neither the master's one thread nor the CPUs were saturated: this cell had no single-master " +
 				"bottleneck for the shards to remove."
 		case busy3 >= 0.85*free:
-			line += fmt.Sprintf(" With 3 shards the CPUs were all but saturated: the masters' threads and the client shared %d CPUs, "+
-				"so more masters had little CPU to run on; what the shards give with a core per master is not measured here.", r.env.CPUs)
+			line += fmt.Sprintf(" With 3 shards the benchmark's %.2f cores and other processes' %.2f (their average over the run) came to "+
+				"%.2f of the %d CPUs: the masters' threads and the client had little more CPU to run on; what the shards give with a "+
+				"core per master is not measured here.", busy3, r.env.OtherCPU, busy3+r.env.OtherCPU, r.env.CPUs)
 		}
 		out = append(out, line)
 	}
@@ -298,14 +320,26 @@ func (r *report) shardFindings() []string {
 		if len(rounds) == 0 || !ok || s.Admission == nil {
 			continue
 		}
-		lo, hi, over := admissionSpread(rounds)
+		lo, hi, low, over := admissionSpread(rounds)
 		overTxt := "never above the bound"
 		if over > 0 {
 			overTxt = fmt.Sprintf("**above the bound in %d round(s)**", over)
 		}
-		out = append(out, fmt.Sprintf("Admission, 3 masters, WithShards(%d), 64 callers: admitted %s of burst + rate × elapsed (median; lowest round %s, highest %s), %s in %d round(s); "+
+		line := fmt.Sprintf("Admission, 3 masters, WithShards(%d), 64 callers: admitted %s of burst + rate × elapsed (median; lowest round %s, highest %s), %s in %d round(s); "+
 			"%s of calls denied, %.2f script calls per decision.",
-			n, pct(medianOf(rounds, admitShare)), pct(lo), pct(hi), overTxt, len(rounds), pct(s.DeniedShare), s.ScriptCalls))
+			n, pct(medianOf(rounds, admitShare)), pct(lo), pct(hi), overTxt, len(rounds), pct(s.DeniedShare), s.ScriptCalls)
+		if lo < wantAdmitShare {
+			line += fmt.Sprintf(" The lowest round (%d) admitted %s of %s in %.2f s of Redis time (median round: %.2f s), with p99 %s and %s call(s) in error",
+				low.Round+1, thousands(float64(low.Admission.Admitted)), thousands(float64(low.Admission.Bound)), low.Admission.RedisSeconds,
+				s.Admission.RedisSeconds, fmtUS(low.P99), thousands(float64(low.Errors)))
+			if low.FirstErr != "" {
+				line += fmt.Sprintf(" (the first: %q)", low.FirstErr)
+			}
+			refill := time.Duration(float64(admitLimit.Per) * float64(admitLimit.Capacity()) / float64(admitLimit.Rate))
+			line += fmt.Sprintf(". A bucket holds no more than its burst, so a shard (or the whole limit) whose callers stall for longer "+
+				"than burst / rate (%v) loses what it would refill meanwhile; stalls are not measured beyond the p99 and the errors.", refill)
+		}
+		out = append(out, line)
 	}
 	return out
 }
