@@ -90,7 +90,7 @@ func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
 			e.CoreCommit = strings.TrimSpace(string(out))
 		}
 		// Changes to the code measured (not to the report files) are noted.
-		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "bench", ":!bench/BENCHMARKS.md").Output()
+		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "bench", ":!bench/BENCHMARKS.md", ":!bench/SHARDS-SECTION.md").Output()
 		if len(strings.TrimSpace(string(st))) > 0 {
 			e.Commit += " + uncommitted changes"
 		}

@@ -276,12 +276,25 @@ func (r *report) shardFindings() []string {
 		}
 		switch free := cpus - r.env.OtherCPU; {
 		case n1.TopMasterCores < 0.9 && busy1 < 0.85*free:
-			line += " With 1 shard neither the master's one thread nor the CPUs were saturated: this cell had no single-master " +
-				"bottleneck for the shards to remove."
+			line += " With 1 shard neither the master's one thread nor the CPUs were saturated: in this cell the one master was " +
+				"not the bottleneck that the shards remove."
 		case busy3 >= 0.85*free:
 			line += fmt.Sprintf(" With 3 shards the benchmark's %.2f cores and other processes' %.2f (their average over the run) came to "+
 				"%.2f of the %d CPUs: the masters' threads and the client had little more CPU to run on; what the shards give with a "+
 				"core per master is not measured here.", busy3, r.env.OtherCPU, busy3+r.env.OtherCPU, r.env.CPUs)
+		}
+		if busy1 > 0 && conc == 64 {
+			// The CPU the 1-shard cell spent per decision bounds what any
+			// spread can reach on this machine.
+			perDecision := busy1 / n1.PerSec * 1e6
+			line += fmt.Sprintf(" At the 1-shard cell's CPU per decision (Redis %.1f µs + client %.1f µs = %.1f µs), %d CPUs can make "+
+				"at most %s decisions/s, %.2f× that cell, with nothing else running", n1.RedisCores/n1.PerSec*1e6, n1.ClientCores/n1.PerSec*1e6,
+				perDecision, r.env.CPUs, thousands(cpus/perDecision*1e6), cpus/busy1)
+			if cpus/busy1 < wantShardSpeedup {
+				line += fmt.Sprintf(": a %g× speed-up cannot be shown on this machine unless the shards made a decision cheaper, and "+
+					"with 3 shards it cost %.1f µs", wantShardSpeedup, busy3/n3.PerSec*1e6)
+			}
+			line += "."
 		}
 		out = append(out, line)
 	}
