@@ -14,8 +14,9 @@ import (
 // Redis 7 and Valkey), not as EVALSHA of decide.lua: Redis runs a script's
 // whole text on every call, remaking all its closures and tables, where a
 // library's text runs once, at FUNCTION LOAD, and a call runs only the
-// function (callgrind, redis-server 7.0, one token-bucket decision: about
-// 97,000 instructions instead of 150,000).
+// function (callgrind, redis-server 7.0, a lone token-bucket Allow: about
+// 96,000 instructions instead of 147,000; per decision of a BatchAllow of
+// 32, 56,000 instead of 59,000).
 //
 // Nothing has to be set up: a node that lacks the library (a restart
 // without persistence, FUNCTION FLUSH, a new master, a node never used)
