@@ -77,9 +77,12 @@ const (
 	functionTail = "\nend)\n"
 )
 
+// The library's text and its function's name, with the version in place
+// (computed once: Library and DecideFunction are on the hot path of no
+// one, but a SHA-1 per call would be waste).
 var (
-	library  string
-	function string
+	library      string
+	functionName string
 )
 
 func init() {
@@ -87,7 +90,7 @@ func init() {
 	sum := sha1.Sum([]byte(text))
 	version := hex.EncodeToString(sum[:6])
 	library = strings.ReplaceAll(text, versionMark, version)
-	function = "ratelimit_decide_" + version
+	functionName = "ratelimit_decide_" + version
 }
 
 // Library returns the source of a Redis Functions library (Redis 7.0 or
@@ -102,4 +105,4 @@ func Library() string { return library }
 
 // DecideFunction returns the name of Library's decision function, for
 // FCALL.
-func DecideFunction() string { return function }
+func DecideFunction() string { return functionName }
