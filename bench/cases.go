@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
@@ -267,6 +268,18 @@ func allCases() []benchCase {
 			// one decision (n 1, now 0 = TIME), token bucket (id 1), rate 1
 			// unit/µs, 1 unit per token: PerSecond(1e6), as the library sends it
 			setup: rawScript(lua.Decide(), rawDecideArgs...)},
+		{Name: "raw-fcall-tokenbucket", Label: "raw FCALL (the functions library, one token-bucket decision)",
+			Note:   "this library's decision function (lua.Library: decide.lua as a Redis Functions library), as raw EVALSHA (decide.lua) but with go-redis FCall: what the library sends on Redis 7",
+			prefix: "raw-fc:",
+			setup: func(rdb *redis.Client) (decideFunc, func(), error) {
+				if err := rdb.FunctionLoad(context.Background(), lua.Library()).Err(); err != nil && !strings.Contains(err.Error(), "already exists") {
+					return nil, nil, err
+				}
+				fn := lua.DecideFunction()
+				return func(ctx context.Context, key string) (verdict, error) {
+					return allowed, rdb.FCall(ctx, fn, []string{key}, rawDecideArgs...).Err()
+				}, func() {}, nil
+			}},
 		{Name: "raw-evalsha-tokenbucket-autopipeline", Label: "raw EVALSHA (decide.lua), go-redis AutoPipeline",
 			Note: "as raw EVALSHA (decide.lua), sent through go-redis v9.23's experimental AutoPipeline (blocking face, default options): " +
 				"the alternative to this library's own dispatcher",

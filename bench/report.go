@@ -258,12 +258,12 @@ func (r *report) markdown() string {
 	w("  library's own goroutines included, the benchmark loop allocates nothing).\n")
 	w("- Redis CPU: `INFO cpu` `used_cpu_sys + used_cpu_user` delta / decisions: everything Redis spent, network\n")
 	w("  included. Commands: `INFO commandstats` after `CONFIG RESETSTAT`, as calls per decision × `usec_per_call`\n")
-	w("  (a script's time includes the commands it calls, which are listed again on their own; a pipelined EVALSHA\n")
-	w("  still counts as one call, and one EVALSHA of this library may decide many calls).\n")
+	w("  (a script's time includes the commands it calls, which are listed again on their own; a pipelined FCALL or\n")
+	w("  EVALSHA still counts as one call, and one FCALL of this library may decide many calls).\n")
 	w("- Abuse cases: the callers walk a sequence in which 9 calls in 10 name one of the abusive identities and\n")
 	w("  1 in 10 a well-behaved one. Each abuser's admissions (warm-up included) are compared with burst + rate ×\n")
 	w("  elapsed, elapsed read from Redis `TIME` before the first call and after the last: anything above is\n")
-	w("  over-admission. Redis calls: EVALSHA + EVAL calls per decision, from commandstats.\n")
+	w("  over-admission. Redis calls: FCALL + EVALSHA + EVAL calls per decision, from commandstats.\n")
 	w("- Cases alternate: every round runs each (keys, concurrency) for every case in every setup in turn, starting\n")
 	w("  from a different one each round; each figure is the median over the rounds. Client and Redis share the\n")
 	w("  machine's %d CPUs.\n", e.CPUs)
@@ -312,7 +312,9 @@ func (r *report) redisCost(w func(string, ...any)) {
 				continue
 			}
 			script := "–"
-			if u, ok := s.Cmds["evalsha"]; ok {
+			if u, ok := s.Cmds["fcall"]; ok {
+				script = fmt.Sprintf("%.1f µs", u.USPerCall)
+			} else if u, ok := s.Cmds["evalsha"]; ok {
 				script = fmt.Sprintf("%.1f µs", u.USPerCall)
 			}
 			w(" %s | %.1f µs | %s | %s |", thousands(s.PerSec), s.RedisCPU, perScriptCall(s), script)
@@ -367,7 +369,7 @@ func (r *report) abuseTable(w func(string, ...any)) {
 // pipelining on or off, and its own dispatcher against go-redis's
 // AutoPipeline.
 func (r *report) choices(w func(string, ...any)) {
-	names := []string{"ratelimit", "ratelimit-nopipe", "raw-evalsha-tokenbucket-autopipeline", "raw-evalsha-tokenbucket"}
+	names := []string{"ratelimit", "ratelimit-nopipe", "raw-evalsha-tokenbucket-autopipeline", "raw-evalsha-tokenbucket", "raw-fcall-tokenbucket"}
 	var have []string
 	for _, n := range names {
 		if _, ok := r.get(n, r.cfg.setups[0], manyKeys, r.cfg.concs[0]); ok {

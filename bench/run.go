@@ -346,7 +346,8 @@ type summary struct {
 	Errors    uint64            `json:"errors"`
 	FirstErr  string            `json:"first_error,omitempty"`
 	Decisions uint64            `json:"decisions"`
-	// ScriptCalls is the median of EVALSHA + EVAL calls per decision.
+	// ScriptCalls is the median of FCALL + EVALSHA + EVAL calls per
+	// decision.
 	ScriptCalls float64 `json:"script_calls_per_decision"`
 	// CachedShare is the median share of decisions the deny cache
 	// answered; DeniedShare of all denials.
@@ -365,9 +366,12 @@ type summary struct {
 	BusiestShare   float64     `json:"busiest_master_share,omitempty"`
 }
 
-// scriptCalls is the script calls (EVALSHA, EVAL) per decision of s: the
-// round trips' worth of work Redis was asked for.
-func scriptCalls(s sample) float64 { return s.Cmds["evalsha"].PerDecision + s.Cmds["eval"].PerDecision }
+// scriptCalls is the script calls (FCALL, EVALSHA, EVAL) per decision of
+// s: the round trips' worth of work Redis was asked for. The library sends
+// decisions as FCALL of its functions library where Redis has functions.
+func scriptCalls(s sample) float64 {
+	return s.Cmds["fcall"].PerDecision + s.Cmds["evalsha"].PerDecision + s.Cmds["eval"].PerDecision
+}
 
 func share(n, of uint64) float64 {
 	if of == 0 {

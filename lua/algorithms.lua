@@ -32,14 +32,11 @@
 -- given PEXPIRE 1 as soon as its millisecond ticks.
 local MIN_TTL = 2
 
--- pack and unpack are Redis's struct library, which every Redis has and an
--- embedded stand-in (miniredis) may not: the token bucket then keeps its
--- state as text. Packed, reading and writing it costs a few hundred
--- instructions; as text (a pattern match, four tonumber, a format), about
--- five times that.
-local struct = rawget(_G, 'struct')
-local pack, unpack
-if struct then pack, unpack = struct.pack, struct.unpack end
+-- pack and unpack (bound in prelude.lua) are Redis's struct library,
+-- which an embedded stand-in (miniredis) may lack: the token bucket then
+-- keeps its state as text. Packed, reading and writing it costs a few
+-- hundred instructions; as text (a pattern match, four tonumber, a
+-- format), about five times that.
 
 -- Shared by the windows: is_int reports whether v is a whole number (a
 -- field read back from a hash); a quota is the most one call may cost.
@@ -52,7 +49,8 @@ local function window_check(quota, window, zero) return zero == 0 and window <= 
 -- the closures of all four up front cost about 58,000 redis-server
 -- instructions per call (callgrind), a third of a lone token-bucket
 -- decision; made on use, that decision costs about 147,000 instead of
--- 176,000.
+-- 176,000. The functions library (lua.Library) keeps what it made across
+-- calls: it makes each algorithm once after FUNCTION LOAD.
 
 -- Token bucket: a = rate (units per µs), b = per (units per token), c =
 -- burst (tokens). The Go side reduces rate/per by their gcd. State: one

@@ -19,9 +19,11 @@ import (
 // leases' calls are a *scriptCall each.
 //
 // Every call runs within the backend timeout (WithTimeout) or the caller's
-// earlier deadline, and through the breaker (WithBreaker). EVALSHA falls
-// back to EVAL on NOSCRIPT (the script cache is lost on restart, failover
-// and SCRIPT FLUSH).
+// earlier deadline, and through the breaker (WithBreaker). Decisions go as
+// FCALL of the functions library where the server has functions (see
+// functions.go), else as EVALSHA of decide.lua. EVALSHA falls back to EVAL
+// on NOSCRIPT (the script cache is lost on restart, failover and SCRIPT
+// FLUSH).
 
 // decision is one decision for decide.lua: its keys and its arguments
 // (algorithm, a, b, c, cost, mode, and for a refund the refunded call's
@@ -154,8 +156,9 @@ func (e *engine) send(ctx context.Context, ds []*decision, scs []*scriptCall) {
 	}
 	groups := e.groupDecisions(ds)
 	calls := make([]*scriptCall, 0, len(groups)+len(scs))
+	fcall := e.useFunctions()
 	for _, g := range groups {
-		calls = append(calls, &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, g)})
+		calls = append(calls, &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, g, fcall)})
 	}
 	calls = append(calls, scs...)
 	e.pipelined(ctx, calls)
@@ -181,8 +184,9 @@ func (e *engine) send(ctx context.Context, ds []*decision, scs []*scriptCall) {
 		return
 	}
 	alone := make([]*scriptCall, len(again))
+	fcall = e.useFunctions()
 	for i, d := range again {
-		alone[i] = &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, []*decision{d})}
+		alone[i] = &scriptCall{script: decideScript, cmd: newDecideCmd(ctx, []*decision{d}, fcall)}
 	}
 	e.pipelined(ctx, alone)
 	for i, d := range again {
@@ -199,12 +203,11 @@ func (e *engine) send(ctx context.Context, ds []*decision, scs []*scriptCall) {
 
 // sendOne is send for a lone decision, without the grouping.
 func (e *engine) sendOne(ctx context.Context, d *decision) {
-	cmd := newDecideCmd(ctx, []*decision{d})
+	cmd := newDecideCmd(ctx, []*decision{d}, e.useFunctions())
 	_ = e.client.Process(ctx, cmd)
 	reply, err := cmd.Result()
-	if err != nil && isNoScript(err) {
-		keys, args := splitScriptCmd(cmd)
-		reply, err = decideScript.Eval(ctx, e.client, keys, args...).Int64Slice()
+	if err != nil {
+		reply, err = e.recoverOne(ctx, decideScript, cmd, err)
 	}
 	switch {
 	case err != nil:
@@ -266,17 +269,21 @@ func (e *engine) groupDecisions(ds []*decision) [][]*decision {
 	return groups
 }
 
-// newDecideCmd builds EVALSHA decide numkeys keys... n now args... for ds,
-// as a typed command, so that the all-integer reply is read straight into
-// an []int64.
-func newDecideCmd(ctx context.Context, ds []*decision) *redis.IntSliceCmd {
+// newDecideCmd builds FCALL of the decision function (fcall) or EVALSHA of
+// decide.lua, numkeys keys... n now args..., for ds, as a typed command, so
+// that the all-integer reply is read straight into an []int64.
+func newDecideCmd(ctx context.Context, ds []*decision, fcall bool) *redis.IntSliceCmd {
 	nkeys, nargs := 0, 2
 	for _, d := range ds {
 		nkeys += len(d.keys)
 		nargs += d.nargs
 	}
 	a := make([]any, 3, 3+nkeys+nargs)
-	a[0], a[1], a[2] = "evalsha", boxedHash(decideScript), nkeys
+	if fcall {
+		a[0], a[1], a[2] = "fcall", decideFunction, nkeys
+	} else {
+		a[0], a[1], a[2] = "evalsha", boxedHash(decideScript), nkeys
+	}
 	for _, d := range ds {
 		for _, k := range d.keys {
 			a = append(a, k)
@@ -314,7 +321,9 @@ func splitScriptCmd(cmd *redis.IntSliceCmd) (keys []string, args []any) {
 }
 
 // pipelined sends calls as one pipeline (go-redis splits it per node on a
-// Cluster) and fills in each call's reply or error. Calls that failed with
+// Cluster) and fills in each call's reply or error. FCALLs that the server
+// did not run are finished by recoverFunctions (after loading the library
+// where it was missing, or as scripts). Calls that failed with
 // NOSCRIPT (the script cache was flushed, or a node restarted or failed
 // over) are retried, and only they: per script, its first failed call as
 // EVAL, which runs it and puts the script back in the cache, and the others
@@ -327,9 +336,8 @@ func (e *engine) pipelined(ctx context.Context, calls []*scriptCall) {
 		// One command: no pipeline object to build.
 		c := calls[0]
 		_ = e.client.Process(ctx, c.cmd)
-		if c.reply, c.err = c.cmd.Result(); c.err != nil && isNoScript(c.err) {
-			keys, args := splitScriptCmd(c.cmd)
-			c.reply, c.err = c.script.Eval(ctx, e.client, keys, args...).Int64Slice()
+		if c.reply, c.err = c.cmd.Result(); c.err != nil {
+			c.reply, c.err = e.recoverOne(ctx, c.script, c.cmd, c.err)
 		}
 		return
 	}
@@ -338,11 +346,22 @@ func (e *engine) pipelined(ctx context.Context, calls []*scriptCall) {
 		_ = pipe.Process(ctx, c.cmd)
 	}
 	_, _ = pipe.Exec(ctx)
-	var retry []*scriptCall
+	var retry, functions []*scriptCall
 	for _, c := range calls {
 		c.reply, c.err = c.cmd.Result()
-		if c.err != nil && isNoScript(c.err) {
+		switch {
+		case c.err == nil:
+		case isFcall(c.cmd):
+			functions = append(functions, c)
+		case isNoScript(c.err):
 			retry = append(retry, c)
+		}
+	}
+	if len(functions) > 0 {
+		if scripts := e.recoverFunctions(ctx, functions); len(scripts) > 0 {
+			// As scripts, in a round trip of their own (EVALSHA, and EVAL
+			// where NOSCRIPT); none is an FCALL any more.
+			e.pipelined(ctx, scripts)
 		}
 	}
 	if len(retry) == 0 {

@@ -39,21 +39,33 @@ func TestFailFast(t *testing.T) {
 	}
 }
 
-// TestCheck: on a real Redis Check passes and loads the script (a flushed
-// cache has it back, without writing any key); as an ACL user without the
-// decision's commands it fails with the reason.
+// TestCheck: on a real Redis Check passes and loads the functions library
+// (a flushed Redis has it back, without writing any key), or the script on
+// a server without functions; as an ACL user without the decision's
+// commands it fails with the reason.
 func TestCheck(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
 	ctx := context.Background()
+	if err := c.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := mustNew(t, c, PerSecond(1)).Check(ctx); err != nil {
 		t.Fatalf("Check on a healthy Redis: %v", err)
 	}
+	if !libraryLoaded(t, c) {
+		t.Errorf("the library is not loaded after Check")
+	}
+	scripts := mustNew(t, c, PerSecond(1))
+	scripts.e.scriptsOnly.Store(true)
+	if err := scripts.Check(ctx); err != nil {
+		t.Fatalf("Check with scripts: %v", err)
+	}
 	if ok, err := c.ScriptExists(ctx, decideScript.Hash()).Result(); err != nil || !ok[0] {
-		t.Errorf("the script is not loaded after Check: %v %v", ok, err)
+		t.Errorf("the script is not loaded after Check with scripts: %v %v", ok, err)
 	}
 	if n := c.DBSize(ctx).Val(); n != 0 {
 		t.Errorf("Check wrote %d keys", n)

@@ -23,7 +23,7 @@ func TestDenyCache(t *testing.T) {
 		t.Fatalf("spend the burst: %+v %v", res, err)
 	}
 	calls := func() int64 {
-		_, n := commandUsec(t, b.client, "evalsha")
+		_, n := decisionUsec(t, b.client)
 		return n
 	}
 	denied, err := l.AllowN(ctx, "abuser", 3)

@@ -14,6 +14,11 @@ import (
 // diffScripts are the library's scripts, which the proxy knows how to wrap.
 var diffScripts = []string{lua.Decide(), lua.Multi(), lua.Concurrency()}
 
+// diffFunctions are the library's functions libraries, by the FCALL name
+// of their function, which the proxy knows how to wrap (none before the
+// functions library).
+var diffFunctions = map[string]string{lua.DecideFunction(): lua.Library()}
+
 // diffReasonCanceled is the Reason of a decision whose caller's context
 // ended before Redis decided.
 const diffReasonCanceled = ReasonCanceled

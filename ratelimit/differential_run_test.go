@@ -31,7 +31,7 @@ func newDiffEnv(t *testing.T) *diffEnv {
 	t.Helper()
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
-	e := &diffEnv{admin: admin, proxy: newWireProxy(t, admin, diffScripts)}
+	e := &diffEnv{admin: admin, proxy: newWireProxy(t, admin, diffScripts, diffFunctions)}
 	// Protocol 2: the proxy frames RESP2 only. Retries are go-redis's
 	// defaults (MaxRetries 3): a lost reply is resent as in production.
 	e.client = redis.NewClient(&redis.Options{Addr: e.proxy.addr(), ContextTimeoutEnabled: true, Protocol: 2})

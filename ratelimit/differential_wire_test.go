@@ -23,7 +23,9 @@ import (
 //   - It runs every script call of the library as a wrapped script (see
 //     wrapScript): the library's own source, whose TTLs are recorded and
 //     replaced by a long sentinel, followed by a capture of every key, in
-//     the same script; the client gets the source's reply alone. The
+//     the same script; the client gets the source's reply alone. An FCALL
+//     of the functions library's decision function runs the wrapped
+//     library's instead (wrapLibrary), the same text wrapped alike. The
 //     scripts compute their TTLs from the test clock, which jumps, so a TTL
 //     can be 1 ms of real time: left to Redis, real time would expire keys
 //     between two steps (or during go-redis's retry backoff after a lost
@@ -33,7 +35,7 @@ import (
 //     clock.
 //   - While armed, it drops the reply to a script call that Redis ran,
 //     closing the connection, as replyDropper (replylost_test.go) does; the
-//     client saw a plain EVALSHA, so go-redis resends it on a new
+//     client saw a plain EVALSHA (or FCALL), so go-redis resends it on a new
 //     connection exactly as it would against Redis. Unlike replyDropper it
 //     frames the RESP stream, so it drops only a reply Redis produced by
 //     running the script (never a NOSCRIPT error, never half a reply), and
@@ -49,6 +51,7 @@ type wireProxy struct {
 	target  string
 	bySHA   map[string]string // SHA-1 of a library script -> SHA-1 of its wrapped source
 	bySrc   map[string]string // a library script's source -> its wrapped source
+	byFn    map[string]string // a library function -> its wrapped function
 	armed   atomic.Int32
 	scripts atomic.Int64 // script calls received from clients (resends included)
 	wg      sync.WaitGroup
@@ -92,7 +95,50 @@ func wrapScript(src string) string {
 	return fmt.Sprintf(`local __redis = redis
 local __ttl = {}
 local __before = __redis.call('KEYS', '*')
-local function __call(cmd, ...)
+%[2]s
+local redis = setmetatable({call = __call}, {__index = __redis})
+local __reply = (function()
+%[1]s
+end)()
+%[3]s`, src, wrapCall, wrapCapture)
+}
+
+// wrapLibrary returns the functions library lib (lua.Library) with its
+// decision function fn renamed as name and wrapped as wrapScript wraps a
+// script: the library's text sees a redis whose call records TTLs, and
+// the function's reply comes with the capture. A library runs its top
+// level at FUNCTION LOAD, where only redis.register_function exists, so
+// the stand-in for redis is a table the library's name for redis refers to
+// from the start, completed at the first call; the library binds
+// redis.call at its first call (bind, in prelude.lua), which gets the
+// recording one.
+func wrapLibrary(lib, fn, name string) string {
+	_, body, _ := strings.Cut(lib, "\n") // the "#!lua name=..." line
+	body = strings.Replace(body, "'"+fn+"'", "'"+name+"'", 1)
+	return fmt.Sprintf(`#!lua name=ratelimit_differential_test
+local __load = redis
+local __redis, __ttl
+%[2]s
+local redis = {}
+redis.register_function = function(fname, f)
+  __load.register_function(fname, function(keys, args)
+    __redis = _G.redis
+    if rawget(redis, 'call') == nil then
+      redis.call = __call
+      setmetatable(redis, {__index = __redis})
+    end
+    __ttl = {}
+    local __before = __redis.call('KEYS', '*')
+    local __reply = f(keys, args)
+    %[3]s
+  end)
+end
+%[1]s`, body, wrapCall, wrapCapture)
+}
+
+// wrapCall is the recording redis.call of wrapScript and wrapLibrary:
+// __call, on __redis and __ttl.
+var wrapCall = fmt.Sprintf(`local function __call(cmd, ...)
   local args = {...}
   local name = string.upper(cmd)
   if name == 'PEXPIRE' then
@@ -100,13 +146,13 @@ local function __call(cmd, ...)
       error({err = 'ERR differential test: PEXPIRE with options'})
     end
     __ttl[args[1]] = tonumber(args[2])
-    args[2] = %[2]d
+    args[2] = %[1]d
   elseif name == 'SET' then
     for i = 3, #args do
       local o = string.upper(tostring(args[i]))
       if o == 'PX' then
         __ttl[args[1]] = tonumber(args[i + 1])
-        args[i + 1] = %[2]d
+        args[i + 1] = %[1]d
       elseif o == 'EX' or o == 'EXAT' or o == 'PXAT' then
         error({err = 'ERR differential test: SET with ' .. o})
       end
@@ -116,39 +162,45 @@ local function __call(cmd, ...)
     error({err = 'ERR differential test: ' .. name .. ' is not virtualised'})
   end
   return __redis.call(cmd, unpack(args))
-end
-local redis = setmetatable({call = __call}, {__index = __redis})
-local __reply = (function()
-%[1]s
-end)()
-local __out = {}
+end`, sentinelTTL)
+
+// wrapCapture ends wrapScript and wrapLibrary: every key with its TTL,
+// after the call (__reply, __before, __ttl).
+var wrapCapture = fmt.Sprintf(`local __out = {}
 for _, k in ipairs(__redis.call('KEYS', '*')) do
   local p = __redis.call('PTTL', k)
   __out[#__out + 1] = k
   if p < 0 then
-    __out[#__out + 1] = %[4]d
+    __out[#__out + 1] = %[3]d
   elseif __ttl[k] then
     __out[#__out + 1] = __ttl[k]
-  elseif p < %[3]d then
+  elseif p < %[2]d then
     __out[#__out + 1] = p
-    __redis.call('PEXPIRE', k, %[2]d)
+    __redis.call('PEXPIRE', k, %[1]d)
   else
-    __out[#__out + 1] = %[5]d
+    __out[#__out + 1] = %[4]d
   end
 end
-return {__reply, __out, __before}`, src, sentinelTTL, untouchedTTL, ttlNone, ttlUntouched)
-}
+return {__reply, __out, __before}`, sentinelTTL, untouchedTTL, ttlNone, ttlUntouched)
 
-// newWireProxy starts a proxy to target for the library scripts sources,
-// whose wrapped versions are loaded into target's script cache.
-func newWireProxy(t testing.TB, target *redis.Client, sources []string) *wireProxy {
+// newWireProxy starts a proxy to target for the library scripts sources
+// and the functions libraries functions (by function name), whose wrapped
+// versions are loaded into target's script cache and functions.
+func newWireProxy(t testing.TB, target *redis.Client, sources []string, functions map[string]string) *wireProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &wireProxy{ln: ln, target: target.Options().Addr, conns: map[net.Conn]bool{},
-		bySHA: map[string]string{}, bySrc: map[string]string{}}
+		bySHA: map[string]string{}, bySrc: map[string]string{}, byFn: map[string]string{}}
+	for fn, lib := range functions {
+		wrapped := "differential_test_" + strconv.Itoa(len(p.byFn))
+		if err := target.FunctionLoad(context.Background(), wrapLibrary(lib, fn, wrapped)).Err(); err != nil {
+			t.Fatalf("FUNCTION LOAD of a wrapped library: %v", err)
+		}
+		p.byFn[fn] = wrapped
+	}
 	for _, src := range sources {
 		wrapped := wrapScript(src)
 		sha, err := target.ScriptLoad(context.Background(), wrapped).Result()
@@ -244,6 +296,9 @@ func (p *wireProxy) serve(client net.Conn) {
 			body, known = p.bySHA[strings.ToLower(string(cmd.elems[1].str))]
 		case "eval":
 			body, known = p.bySrc[string(cmd.elems[1].str)]
+		case "fcall":
+			// Function names are case-sensitive.
+			body, known = p.byFn[string(cmd.elems[1].str)]
 		}
 		if !known {
 			if _, err := client.Write([]byte("-ERR wireProxy: a script the differential test does not know: add it to diffScripts\r\n")); err != nil {
@@ -309,7 +364,7 @@ func wireScriptCall(cmd respValue) bool {
 		return false
 	}
 	name := bytes.ToLower(cmd.elems[0].str)
-	return bytes.Equal(name, []byte("evalsha")) || bytes.Equal(name, []byte("eval"))
+	return bytes.Equal(name, []byte("evalsha")) || bytes.Equal(name, []byte("eval")) || bytes.Equal(name, []byte("fcall"))
 }
 
 // respValue is one RESP2 value.

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,9 @@ type engine struct {
 	pipe *dispatcher
 	// denials remembers recent denials (WithDenyCache); nil: off.
 	denials *denyCache
+	// scriptsOnly is set once the server has shown that it cannot run
+	// functions (functions.go): decisions go as EVALSHA from then on.
+	scriptsOnly atomic.Bool
 }
 
 // newEngine builds the engine of a limiter whose events carry algs.

@@ -18,8 +18,9 @@ import (
 // empty (no persistence), for every kind: while it is down the fail strategy
 // decides with a connection or timeout error, returned and published; after
 // the restart the same limiters decide from Redis again, the scripts having
-// been reloaded through the NOSCRIPT fallback, and the state is gone (a full
-// quota again).
+// been reloaded through the NOSCRIPT fallback and the functions library
+// through "Function not found", and the state is gone (a full quota
+// again).
 func TestRestartEveryAlgorithm(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
@@ -65,6 +66,9 @@ func TestRestartEveryAlgorithm(t *testing.T) {
 	if cached, err := admin.ScriptExists(ctx, hashes...).Result(); err != nil || slices.Contains(cached, true) {
 		t.Fatalf("script cache after the restart: %v %v, want empty", cached, err)
 	}
+	if libraryLoaded(t, admin) {
+		t.Fatal("the functions library survived the restart")
+	}
 	for i, res := range recoverKinds(t, kinds, "u") {
 		if !res.Allowed || res.Remaining != faultQuota-1 {
 			t.Errorf("%s/%v after the restart: %+v, want a fresh quota (the state was lost)", kinds[i].name, kinds[i].fail, res)
@@ -72,6 +76,9 @@ func TestRestartEveryAlgorithm(t *testing.T) {
 	}
 	if cached, err := admin.ScriptExists(ctx, hashes...).Result(); err != nil || slices.Contains(cached, false) {
 		t.Fatalf("scripts not reloaded after the restart: %v %v", cached, err)
+	}
+	if !libraryLoaded(t, admin) {
+		t.Fatal("the functions library was not loaded again after the restart")
 	}
 }
 
@@ -212,7 +219,7 @@ func TestClientKill(t *testing.T) {
 			res, errs = parallel(func(int) string { return "in-flight" })
 		}()
 		// Wait until every call is held inside Redis (an idle connection
-		// also shows its last command, evalsha: only the blocked flag tells
+		// also shows its last command, fcall or evalsha: only the blocked flag tells
 		// a held call), then kill them all.
 		var ids []string
 		if !pollUntil(3*time.Second, func() bool {
@@ -220,7 +227,7 @@ func TestClientKill(t *testing.T) {
 			ids, cmds = limiterConns(t, admin, name)
 			held := 0
 			for _, cmd := range cmds {
-				if cmd == "evalsha+blocked" {
+				if cmd == "fcall+blocked" || cmd == "evalsha+blocked" {
 					held++
 				}
 			}

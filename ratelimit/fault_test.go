@@ -31,6 +31,7 @@ type faultKind struct {
 	ns      string
 	fail    FailStrategy
 	scripts []*redis.Script
+	library bool // decides with FCALL of the functions library
 	call    func(ctx context.Context, id string) (Result, error)
 	peek    func(ctx context.Context, id string) (Result, error)
 }
@@ -46,7 +47,7 @@ func faultKinds(t testing.TB, client redis.UniversalClient, prefix string, fail 
 	for _, alg := range limiterAlgorithms {
 		l := mustNew(t, client, PerMinute(faultQuota), append(with(alg.String()), WithAlgorithm(alg))...)
 		kinds = append(kinds, faultKind{
-			name: alg.String(), ns: l.Namespace(), fail: fail, scripts: []*redis.Script{decideScript},
+			name: alg.String(), ns: l.Namespace(), fail: fail, library: true,
 			call: func(ctx context.Context, id string) (Result, error) { return l.Allow(ctx, id) },
 			peek: l.Peek,
 		})

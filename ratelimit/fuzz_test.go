@@ -244,6 +244,11 @@ var fuzzScripts = []scriptCase{
 	// multi: count, mode and the first quota (algorithm, a, b, c; cost
 	// stays) are fuzzed; the second quota stays good.
 	{multiScript, []string{"f:{x}:a", "f:{x}:b"}, []string{"2", "1", "0", "1", "1", "6000000", "10", "1", "4", "10", "60000000", "0", "1"}, []int{0, 1, 3, 4, 5, 6}, saneMultiReply(10, 10), 3},
+	// The decision function of the functions library, as the script.
+	{tokenBucketFunction, []string{"f:{x}"}, []string{"1", "6000000", "10", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{slidingWindowFunction, []string{"f:{x}"}, []string{"10", "60000000", "1", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{slidingLogFunction, []string{"f:{x}", "f:{x}:meta"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
+	{fixedWindowFunction, []string{"f:{x}"}, []string{"10", "60000000", "0", "1", "1", "0"}, []int{0, 1, 2, 3, 4, 5}, saneReply(10), 0},
 }
 
 // saneReply accepts a decision reply: allowed 0 or 1, remaining within the
@@ -289,6 +294,8 @@ func FuzzScriptArgs(f *testing.F) {
 	f.Add(uint8(2), "10", "60000000", "0", "10", "2", "9007199254740991")
 	f.Add(uint8(4), "4", "10000000", "AB:12", "1", "3", "0")
 	f.Add(uint8(5), "1", "1", "0", "1", "1", "1")
+	f.Add(uint8(6), "1e3", "0x10", " 5", "+5", "inf", "nan")
+	f.Add(uint8(8), "10", "60000000", "0", "10", "2", "9007199254740991")
 	// One server per fuzzing process (each worker runs this function).
 	c := redistest.Start(f).Client(f)
 	f.Fuzz(func(t *testing.T, which uint8, a0, a1, a2, a3, a4, a5 string) {

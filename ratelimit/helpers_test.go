@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distributed-rate-limiter/ratelimit-go/internal/redistest"
+	"github.com/distributed-rate-limiter/ratelimit-go/lua"
 )
 
 // withClock replaces Redis TIME with now, so that behaviour tables can move
@@ -177,20 +178,50 @@ type scriptRunner interface {
 type oneDecision struct{ alg Algorithm }
 
 func (o oneDecision) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd {
-	if len(args) < 6 {
-		return decideScript.Run(ctx, c, keys, append([]any{1}, args...)...)
-	}
-	a := []any{1, args[5], o.alg.scriptID()}
-	a = append(a, args[:5]...)
-	return decideScript.Run(ctx, c, keys, append(a, args[6:]...)...)
+	return decideScript.Run(ctx, c, keys, decideArgs(o.alg, args)...)
 }
 
-// The single-algorithm scripts of the tables: one decision each.
+// decideArgs returns decide.lua's arguments for one decision of alg given
+// in the tables' layout (see oneDecision).
+func decideArgs(alg Algorithm, args []any) []any {
+	if len(args) < 6 {
+		return append([]any{1}, args...)
+	}
+	a := []any{1, args[5], alg.scriptID()}
+	a = append(a, args[:5]...)
+	return append(a, args[6:]...)
+}
+
+// oneFunction is oneDecision as FCALL of the functions library's decision
+// function, which it loads first (real Redis only): the tables check the
+// function as they check the script.
+type oneFunction struct{ alg Algorithm }
+
+func (o oneFunction) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd {
+	f := c.(interface {
+		FunctionLoad(ctx context.Context, code string) *redis.StringCmd
+		FCall(ctx context.Context, function string, keys []string, args ...any) *redis.Cmd
+	})
+	if err := f.FunctionLoad(ctx, lua.Library()).Err(); err != nil && !libraryExists(err) {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(err)
+		return cmd
+	}
+	return f.FCall(ctx, lua.DecideFunction(), keys, decideArgs(o.alg, args)...)
+}
+
+// The single-algorithm scripts of the tables: one decision each, and the
+// same through the functions library.
 var (
 	tokenBucketScript   scriptRunner = oneDecision{TokenBucket}
 	slidingWindowScript scriptRunner = oneDecision{SlidingWindow}
 	slidingLogScript    scriptRunner = oneDecision{SlidingLog}
 	fixedWindowScript   scriptRunner = oneDecision{FixedWindow}
+
+	tokenBucketFunction   scriptRunner = oneFunction{TokenBucket}
+	slidingWindowFunction scriptRunner = oneFunction{SlidingWindow}
+	slidingLogFunction    scriptRunner = oneFunction{SlidingLog}
+	fixedWindowFunction   scriptRunner = oneFunction{FixedWindow}
 )
 
 // tokenBucketState decodes a token bucket's stored state, in either of the

@@ -218,7 +218,8 @@ func (l *Limiter) scriptKeys(key string) []string {
 
 // Check reports whether the limiter can decide: it pings Redis and makes a
 // decision that spends nothing (a Peek of an identity of its own), which
-// also loads the decision script into Redis. Call it at start to fail with
+// also loads the decision functions library into Redis (the decision
+// script, on a server without functions). Call it at start to fail with
 // a clear error rather than at the first request: nil, or a *BackendError
 // whose message says what failed (refused, NOAUTH, NOPERM, a timeout).
 func (l *Limiter) Check(ctx context.Context) error {

@@ -126,7 +126,9 @@ func (h *pipelineHook) reset() {
 	h.mu.Unlock()
 }
 
-func isScriptCall(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
+func isScriptCall(cmd redis.Cmder) bool {
+	return cmd.Name() == "evalsha" || cmd.Name() == "eval" || cmd.Name() == "fcall"
+}
 
 // decisionsIn returns how many decisions cmd carries: decide.lua's first
 // argument after the keys, 0 for another script.
@@ -194,10 +196,11 @@ func (h *pipelineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// TestPipelineNoScriptMidPipeline runs a pipeline in which Redis flushes its
-// script cache half way (SCRIPT FLUSH inserted between the calls): the
-// calls before it succeed, those after it fail with NOSCRIPT and are
-// retried, and only they. Every identity is spent exactly once.
+// TestPipelineNoScriptMidPipeline runs a pipeline of EVALSHA calls (as an
+// engine without functions sends) in which Redis flushes its script cache
+// half way (SCRIPT FLUSH inserted between the calls): the calls before it
+// succeed, those after it fail with NOSCRIPT and are retried, and only
+// they. Every identity is spent exactly once.
 func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
@@ -205,7 +208,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	c.AddHook(hook)
 	l := mustNew(t, c, PerMinute(10), WithTimeout(5*time.Second))
 	ctx := context.Background()
-	if _, err := l.Allow(ctx, "warm-up"); err != nil { // the script is cached
+	if err := decideScript.Load(ctx, c).Err(); err != nil { // the script is cached
 		t.Fatal(err)
 	}
 	hook.reset()
@@ -223,7 +226,7 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 		key, _ := l.Key("id-" + strconv.Itoa(i))
 		keys = append(keys, key)
 		calls = append(calls, &scriptCall{script: decideScript,
-			cmd: newDecideCmd(ctx, []*decision{l.decision(key, 0, 3, modeSpend, nil)})})
+			cmd: newDecideCmd(ctx, []*decision{l.decision(key, 0, 3, modeSpend, nil)}, false)})
 	}
 	l.e.pipelined(ctx, calls)
 	if flush == nil || flush.Err() != nil {
@@ -264,13 +267,15 @@ func TestPipelineNoScriptMidPipeline(t *testing.T) {
 	}
 }
 
-// TestPipelineScriptFlush flushes the script cache while calls queue: the
-// whole batch gets NOSCRIPT, reloads the script and succeeds.
+// TestPipelineScriptFlush flushes the script cache while calls queue, on an
+// engine that sends scripts (a server without functions): the whole batch
+// gets NOSCRIPT, reloads the script and succeeds.
 func TestPipelineScriptFlush(t *testing.T) {
 	srv := redistestStart(t)
 	c := srv.Client(t)
 	admin := srv.Client(t)
 	l := mustNew(t, c, PerMinute(10), WithTimeout(10*time.Second))
+	l.e.scriptsOnly.Store(true)
 	ctx := context.Background()
 	if _, err := l.Allow(ctx, "warm-up"); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,8 @@ import (
 )
 
 // replyDropper is a TCP proxy to Redis that, while armed, closes the
-// connection instead of passing on the reply to a script call: Redis ran
+// connection instead of passing on the reply to a script call (EVALSHA,
+// EVAL, or FCALL of the functions library): Redis ran
 // the script, and the client never hears of it, as when a connection breaks
 // (a failover, a network cut, CLIENT KILL) between the two.
 type replyDropper struct {
@@ -69,7 +70,7 @@ func (p *replyDropper) handle(client net.Conn) {
 		for {
 			n, err := client.Read(buf)
 			if n > 0 {
-				if lower := bytes.ToLower(buf[:n]); bytes.Contains(lower, []byte("evalsha")) || bytes.Contains(lower, []byte("\r\neval\r\n")) {
+				if lower := bytes.ToLower(buf[:n]); bytes.Contains(lower, []byte("evalsha")) || bytes.Contains(lower, []byte("\r\neval\r\n")) || bytes.Contains(lower, []byte("\r\nfcall\r\n")) {
 					script.Store(true)
 				}
 				if _, werr := server.Write(buf[:n]); werr != nil {

@@ -13,8 +13,11 @@ import (
 // aclCommands is the least privilege of the O(1) algorithms (the token
 // bucket's GET and SET, the windows' HMGET, HSET and PEXPIRE, and the
 // multi-limit's, which uses both), for a user limited to the namespace
-// "acl". README documents the same line.
-const aclCommands = "-@all +evalsha +eval +del +time +get +set +hmget +hset +pexpire +hello +ping"
+// "acl": FCALL and FUNCTION LOAD for the decisions' functions library,
+// EVALSHA and EVAL for the other scripts (and for decisions where
+// functions are out of reach: TestFunctionsACL). docs/security.md
+// documents the same line.
+const aclCommands = "-@all +fcall +function|load +evalsha +eval +del +time +get +set +hmget +hset +pexpire +hello +ping"
 
 // TestACLUser runs a limiter as a Redis ACL user allowed only the commands
 // above on keys of its own namespace.
@@ -46,6 +49,14 @@ func TestACLUser(t *testing.T) {
 	}
 	if res, err := l.Allow(ctx, "user:1"); err != nil || !res.Allowed {
 		t.Fatalf("after SCRIPT FLUSH: %+v %v", res, err)
+	}
+	// The functions are gone too: FUNCTION LOAD must be allowed, and the
+	// decisions stay FCALLs.
+	if err := admin.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.Allow(ctx, "user:1"); err != nil || !res.Allowed || l.e.scriptsOnly.Load() || !libraryLoaded(t, admin) {
+		t.Fatalf("after FUNCTION FLUSH: %+v %v, scripts only %v", res, err, l.e.scriptsOnly.Load())
 	}
 
 	// Outside its key pattern the same user is refused, and that is a
