@@ -143,12 +143,24 @@ func (e *engine) finish(ctx context.Context, d decided, start time.Time, res Res
 	return res, nil
 }
 
+// callerEnded reports whether the caller's context has ended, or its
+// deadline has passed: a backend timer set to that deadline (or a socket
+// deadline) can fire before the context's own timer marks it done, and the
+// caller's deadline must not become a Redis failure for the fail strategy.
+func callerEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
 // failResult is the Result of a call Redis did not decide: a denial when the
 // caller's context has ended (the caller gave up; that is no outage, and
 // FailOpen must not let it through), else the fail strategy's.
 func (e *engine) failResult(ctx context.Context, limit Limit) Result {
 	switch {
-	case ctx.Err() != nil:
+	case callerEnded(ctx):
 		return Result{Allowed: false, Reason: ReasonCanceled, Limit: limit}
 	case e.cfg.fail == FailClosed:
 		return Result{Allowed: false, Reason: ReasonFailClosed, Limit: limit}
