@@ -45,7 +45,14 @@ func faultKinds(t testing.TB, client redis.UniversalClient, prefix string, fail 
 		return append(slices.Clone(opts), WithNamespace(prefix+"-"+name), WithFailStrategy(fail))
 	}
 	for _, alg := range limiterAlgorithms {
-		l := mustNew(t, client, PerMinute(faultQuota), append(with(alg.String()), WithAlgorithm(alg))...)
+		// A fixed window starts afresh at its boundary: a day's, so that a
+		// test's calls do not straddle one (with a minute's, TestBusyScript failed
+		// now and then at the minute's end).
+		lim := PerMinute(faultQuota)
+		if alg == FixedWindow {
+			lim = PerDay(faultQuota)
+		}
+		l := mustNew(t, client, lim, append(with(alg.String()), WithAlgorithm(alg))...)
 		kinds = append(kinds, faultKind{
 			name: alg.String(), ns: l.Namespace(), fail: fail, library: true,
 			call: func(ctx context.Context, id string) (Result, error) { return l.Allow(ctx, id) },
@@ -54,7 +61,7 @@ func faultKinds(t testing.TB, client redis.UniversalClient, prefix string, fail 
 	}
 	m := mustNewMulti(t, client, []Quota{
 		{Name: "minute", Limit: PerMinute(faultQuota)},
-		{Name: "hour", Limit: PerHour(100 * faultQuota), Algorithm: FixedWindow},
+		{Name: "day", Limit: PerDay(100 * faultQuota), Algorithm: FixedWindow},
 	}, with("multi")...)
 	kinds = append(kinds, faultKind{
 		name: "multi", ns: m.Namespace(), fail: fail, scripts: []*redis.Script{multiScript},
