@@ -80,7 +80,7 @@ func TestBreakerChange(t *testing.T) {
 }
 
 // TestCircuitOpenSpan: a decision made while the circuit is open sent no
-// script, so its span names no database operation; a timed-out call did.
+// script, so its span names no stored procedure; a timed-out call did.
 func TestCircuitOpenSpan(t *testing.T) {
 	h := newHarness(t)
 	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "request")
@@ -98,10 +98,10 @@ func TestCircuitOpenSpan(t *testing.T) {
 			continue
 		}
 		set := attribute.NewSet(s.Attributes()...)
-		_, hasOp := set.Value(semconv.DBOperationNameKey)
+		_, hasOp := set.Value(semconv.DBStoredProcedureNameKey)
 		errType, _ := set.Value(semconv.ErrorTypeKey)
 		if want := errType.AsString() != "circuit_open"; hasOp != want {
-			t.Errorf("span with error.type %q: db.operation.name present %v, want %v", errType.AsString(), hasOp, want)
+			t.Errorf("span with error.type %q: db.stored_procedure.name present %v, want %v", errType.AsString(), hasOp, want)
 		}
 		checked++
 	}

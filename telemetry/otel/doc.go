@@ -24,7 +24,6 @@
 //	ratelimit.remaining     tokens left (not when Redis failed: unknown then)
 //	ratelimit.retry_after   seconds until the cost would fit (blocked, Redis up)
 //	db.system.name          "redis"
-//	db.operation.name       "EVALSHA"
 //	db.stored_procedure.name the script: the algorithm's name
 //	server.address, server.port  when the limiter's client has one address
 //

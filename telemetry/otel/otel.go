@@ -344,7 +344,7 @@ func (s *Subscriber) span(ctx context.Context, o *outcome, e ratelimit.Event, be
 	}
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, len(o.late)+3)
-		if errType != ratelimit.ErrorCircuitOpen { // an open circuit sent no EVALSHA
+		if errType != ratelimit.ErrorCircuitOpen { // an open circuit sent no script call
 			attrs = append(attrs, o.late...)
 		}
 		span.SetAttributes(decisionAttrs(attrs, e, be, errType)...)
@@ -450,8 +450,10 @@ func newSeries(k seriesKey) *series {
 		namespace: k.namespace,
 		algorithm: alg,
 		spanName:  "ratelimit " + k.namespace,
+		// No db.operation.name: the event does not say whether the engine
+		// sent FCALL (Redis 7 functions) or EVALSHA (servers without
+		// them), and semconv asks for it only where it is known.
 		late: []attribute.KeyValue{
-			semconv.DBOperationName("EVALSHA"),
 			semconv.DBStoredProcedureName(alg),
 		},
 		base: []attribute.KeyValue{

@@ -121,7 +121,7 @@ func TestSpans(t *testing.T) {
 	host, port := splitAddr(t, addr)
 	base := []attribute.KeyValue{
 		NamespaceKey.String("api"), AlgorithmKey.String("token_bucket"),
-		attribute.String("db.system.name", "redis"), attribute.String("db.operation.name", "EVALSHA"),
+		attribute.String("db.system.name", "redis"),
 		attribute.String("db.stored_procedure.name", "token_bucket"),
 		attribute.String("server.address", host), attribute.Int("server.port", port),
 	}
