@@ -52,12 +52,9 @@ func newAPI(ctx context.Context, redisURL string) (http.Handler, func() error, e
 		limiter.Close()
 		return nil, nil, err
 	}
-
 	limit := httplimit.Must(limiter) // by client IP; a 429 with RateLimit headers when denied
 	mux := http.NewServeMux()
-	mux.Handle("GET /hello", limit.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("hello\n"))
-	}))
+	mux.Handle("GET /hello", limit.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello\n")) }))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	return mux, limiter.Close, nil
 }

@@ -229,11 +229,19 @@ func goTool(t *testing.T) string {
 
 // TestQuickStartIsTheExample: the README's quick start is
 // examples/quickstart/main.go, byte for byte, so that its test runs what the
-// README shows.
+// README shows; the README stays a front page (at most 250 lines) and the
+// quick start a glance (at most 60).
 func TestQuickStartIsTheExample(t *testing.T) {
 	dir := root(t)
 	want := read(t, filepath.Join(dir, "examples", "quickstart", "main.go"))
-	for _, b := range blocks(read(t, filepath.Join(dir, "README.md"))) {
+	if n := strings.Count(want, "\n"); n > 60 {
+		t.Errorf("examples/quickstart/main.go has %d lines, more than 60", n)
+	}
+	readme := read(t, filepath.Join(dir, "README.md"))
+	if n := strings.Count(readme, "\n"); n > 250 {
+		t.Errorf("README.md has %d lines, more than 250", n)
+	}
+	for _, b := range blocks(readme) {
 		if b.lang == "go" && strings.HasPrefix(b.text, "// Command quickstart") {
 			if b.text != want {
 				t.Fatalf("README.md:%d: the quick start differs from examples/quickstart/main.go", b.line)
