@@ -25,9 +25,16 @@ func TestFailFast(t *testing.T) {
 	fast := redis.NewClient(&redis.Options{Addr: refusedAddr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { _ = retrying.Close(); _ = fast.Close() })
 
-	_, err := mustNew(t, retrying, PerSecond(1), WithTimeout(300*time.Millisecond)).Allow(ctx, "u")
+	retryingLimiter := mustNew(t, retrying, PerSecond(1), WithTimeout(300*time.Millisecond))
+	_, err := retryingLimiter.Allow(ctx, "u")
 	if got := ErrorTypeOf(err); got != ErrorTimeout {
 		t.Errorf("default retries: %v (%v), want a timeout", got, err)
+	}
+	// Check says why, whatever the client's retries: it dials once itself.
+	err = retryingLimiter.Check(ctx)
+	if got := ErrorTypeOf(err); got != ErrorConnection || !strings.Contains(err.Error(), "ratelimit: check: cannot connect to Redis: dial tcp "+refusedAddr) ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Check with default retries against a refused port: %v (%v), want a connection error saying refused", got, err)
 	}
 	l := mustNew(t, fast, PerSecond(1), WithTimeout(10*time.Second))
 	_, err = l.Allow(ctx, "u")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"reflect"
 	"time"
@@ -222,15 +223,58 @@ func (l *Limiter) scriptKeys(key string) []string {
 // script, on a server without functions). Call it at start to fail with
 // a clear error rather than at the first request: nil, or a *BackendError
 // whose message says what failed (refused, NOAUTH, NOPERM, a timeout).
+//
+// When the ping times out, Check dials Redis's address once itself: with
+// go-redis's default retries a refused connection only shows as a timeout,
+// so the dial's own error (connection refused, no such host) is what Check
+// returns then, as an ErrorConnection.
 func (l *Limiter) Check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, l.e.cfg.timeout)
+	pingCtx, cancel := context.WithTimeout(ctx, l.e.cfg.timeout)
 	defer cancel()
-	if err := l.e.bounded(ctx, func(ctx context.Context) error { return l.e.client.Ping(ctx).Err() }); err != nil {
+	if err := l.e.bounded(pingCtx, func(ctx context.Context) error { return l.e.client.Ping(ctx).Err() }); err != nil {
+		if classify(err) == ErrorTimeout && ctx.Err() == nil {
+			dialCtx, cancel := context.WithTimeout(ctx, l.e.cfg.timeout)
+			defer cancel()
+			if cause := dialOnce(dialCtx, l.e.client); cause != nil {
+				return newBackendError(fmt.Errorf("ratelimit: check: cannot connect to Redis: %w (ping: %v)", cause, err))
+			}
+		}
 		return newBackendError(fmt.Errorf("ratelimit: check: ping: %w", err))
 	}
-	if _, err := l.Peek(ctx, "ratelimit:check"); err != nil {
+	if _, err := l.Peek(pingCtx, "ratelimit:check"); err != nil {
 		return err
 	}
+	return nil
+}
+
+// dialOnce opens and closes one connection to the client's (first) address
+// with the client's own dialer, TLS included; nil when that works or the
+// client's kind does not say its address.
+func dialOnce(ctx context.Context, client redis.UniversalClient) error {
+	var network, addr string
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	switch c := client.(type) {
+	case *redis.Client:
+		o := c.Options()
+		network, addr, dial = o.Network, o.Addr, o.Dialer
+	case *redis.ClusterClient:
+		o := c.Options()
+		if len(o.Addrs) == 0 {
+			return nil
+		}
+		network, addr, dial = "tcp", o.Addrs[0], o.Dialer
+	default:
+		return nil
+	}
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, network, addr)
+	if err != nil {
+		return err
+	}
+	_ = conn.Close()
 	return nil
 }
 

@@ -1,14 +1,19 @@
 // Command rls measures ratelimitd (cmd/ratelimitd) as Envoy calls it:
 // ShouldRateLimit over gRPC on loopback, decisions per second and
 // latency percentiles at several concurrencies, beside the library called
-// in-process (Limiter.Allow and Charger.AllowAll) on the same redis-server.
+// in-process (Limiter.Allow and Charger.AllowAll) on the same redis-server,
+// and beside gubernator (github.com/gubernator-io/gubernator/v2), which keeps
+// its counters in its own memory, one node, over gRPC on loopback.
 //
-//	cd bench && go run ./rls                    # 16 and 64 callers, 5 s each
-//	cd bench && go run ./rls -conc 16,64 -duration 10s
+//	cd bench/rls && go run .                    # 16 and 64 callers, 5 s each
+//	cd bench/rls && go run . -conc 16,64 -duration 10s
 //
-// It starts a redis-server of its own and builds and runs ratelimitd from
-// ../cmd/ratelimitd. The limit is so high that nothing is ever denied, so
-// that every call does its full write path.
+// It starts a redis-server of its own, builds and runs ratelimitd from
+// ../../cmd/ratelimitd and gubernator's own command (cmd/gubernator, the
+// version in go.mod). The limits are so high that nothing is ever denied, so
+// that every call does its full write path. It is a module of its own so that
+// gubernator's dependencies (Kubernetes and etcd clients among them) stay out
+// of bench/go.mod.
 package main
 
 import (
@@ -23,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +37,7 @@ import (
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	guber "github.com/gubernator-io/gubernator/v2"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -102,6 +109,34 @@ func run() error {
 	defer conn.Close()
 	client := rlsv3.NewRateLimitServiceClient(conn)
 
+	guberAddr, stopGuber, err := startGubernator(tmp)
+	if err != nil {
+		return err
+	}
+	defer stopGuber()
+	gc, err := guber.DialV1Server(guberAddr, nil)
+	if err != nil {
+		return err
+	}
+	guberReq := func(name, key string) *guber.RateLimitReq {
+		return &guber.RateLimitReq{Name: name, UniqueKey: key, Hits: 1, Limit: 1_000_000, Duration: 1000,
+			Algorithm: guber.Algorithm_TOKEN_BUCKET}
+	}
+	guberCheck := func(resp *guber.GetRateLimitsResp, err error) error {
+		if err != nil {
+			return err
+		}
+		for _, r := range resp.GetResponses() {
+			if r.GetError() != "" {
+				return errors.New(r.GetError())
+			}
+			if r.GetStatus() != guber.Status_UNDER_LIMIT {
+				return errors.New("denied")
+			}
+		}
+		return nil
+	}
+
 	lim, err := ratelimit.New(rdb, ratelimit.PerSecond(1_000_000), ratelimit.WithNamespace("bench-lib"))
 	if err != nil {
 		return err
@@ -140,6 +175,14 @@ func run() error {
 		{"ratelimitd ShouldRateLimit, 2 descriptors all-or-nothing (gRPC)", func(ctx context.Context, i int) error {
 			return check(client.ShouldRateLimit(ctx, req(i, true)))
 		}},
+		{"gubernator GetRateLimits, 1 limit (gRPC, in its memory)", func(ctx context.Context, i int) error {
+			return guberCheck(gc.GetRateLimits(ctx, &guber.GetRateLimitsReq{Requests: []*guber.RateLimitReq{
+				guberReq("client", strconv.Itoa(i%*keys))}}))
+		}},
+		{"gubernator GetRateLimits, 2 limits, each on its own (gRPC)", func(ctx context.Context, i int) error {
+			return guberCheck(gc.GetRateLimits(ctx, &guber.GetRateLimitsReq{Requests: []*guber.RateLimitReq{
+				guberReq("client", strconv.Itoa(i%*keys)), guberReq("route", strconv.Itoa(i%7))}}))
+		}},
 		{"library in-process: Limiter.Allow", func(ctx context.Context, i int) error {
 			res, err := lim.Allow(ctx, strconv.Itoa(i%*keys))
 			if err == nil && !res.Allowed {
@@ -157,8 +200,8 @@ func run() error {
 			return err
 		}},
 	}
-	fmt.Printf("ratelimitd benchmark: %s/%s, %d CPUs, %s, redis-server on loopback, %v per cell, %d clients\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), *dur, *keys)
+	fmt.Printf("ratelimitd benchmark: %s/%s, %d CPUs, %s, redis-server on loopback, gubernator %s, %v per cell, %d clients\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), guberVersion(), *dur, *keys)
 	fmt.Println("| case | callers | decisions/s | p50 µs | p99 µs | errors |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	ctx := context.Background()
@@ -279,9 +322,9 @@ var listening = regexp.MustCompile(`gRPC on (\S+), HTTP on`)
 func startService(dir, redisAddr string) (string, func(), error) {
 	bin := filepath.Join(dir, "ratelimitd")
 	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join("..", "cmd", "ratelimitd")
+	build.Dir = filepath.Join("..", "..", "cmd", "ratelimitd")
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("building ratelimitd (run from bench/): %v\n%s", err, out)
+		return "", nil, fmt.Errorf("building ratelimitd (run from bench/rls): %v\n%s", err, out)
 	}
 	cfg := filepath.Join(dir, "bench.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
@@ -313,4 +356,73 @@ func startService(dir, redisAddr string) (string, func(), error) {
 		}
 	}()
 	return m[1], stop, nil
+}
+
+// guberVersion is the gubernator module version this program is built with.
+func guberVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range info.Deps {
+			if m.Path == "github.com/gubernator-io/gubernator/v2" {
+				return m.Version
+			}
+		}
+	}
+	return "(unknown version)"
+}
+
+// startGubernator builds gubernator's own command (a tool in go.mod, so the
+// version is this module's) and runs it as one node: gRPC and HTTP on free
+// loopback ports, member-list discovery on a third with no other members,
+// tracing off, logs at error.
+func startGubernator(dir string) (string, func(), error) {
+	bin := filepath.Join(dir, "gubernator")
+	build := exec.Command("go", "build", "-o", bin, "github.com/gubernator-io/gubernator/v2/cmd/gubernator")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", nil, fmt.Errorf("building gubernator (run from bench/rls): %v\n%s", err, out)
+	}
+	var ports [3]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		ports[i] = p
+	}
+	grpcAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"GUBER_GRPC_ADDRESS="+grpcAddr,
+		"GUBER_HTTP_ADDRESS=127.0.0.1:"+strconv.Itoa(ports[1]),
+		"GUBER_ADVERTISE_ADDRESS="+grpcAddr,
+		"GUBER_PEER_DISCOVERY_TYPE=member-list",
+		"GUBER_MEMBERLIST_ADDRESS=127.0.0.1:"+strconv.Itoa(ports[2]),
+		"GUBER_MEMBERLIST_BIND_ADDRESS=127.0.0.1:"+strconv.Itoa(ports[2]),
+		"GUBER_LOG_LEVEL=error",
+		"OTEL_TRACES_EXPORTER=none",
+	)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
+	c, err := guber.DialV1Server(grpcAddr, nil)
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	// Ready when it answers healthy with itself as its one peer.
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		h, err := c.HealthCheck(ctx, &guber.HealthCheckReq{})
+		cancel()
+		if err == nil && h.GetStatus() == "healthy" && h.GetPeerCount() >= 1 {
+			return grpcAddr, stop, nil
+		}
+		if i == 300 {
+			stop()
+			return "", nil, fmt.Errorf("gubernator not healthy within 30s (last: %v, %v)\n%s", h, err, stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond) // polling: gubernator starts on its own time
+	}
 }

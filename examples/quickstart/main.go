@@ -25,7 +25,7 @@ import (
 func main() {
 	api, closeRedis, err := newAPI(context.Background(), cmp.Or(os.Getenv("REDIS_URL"), "redis://localhost:6379/0"))
 	if err != nil {
-		log.Fatal(err) // e.g. "ratelimit: redis: dial tcp ...: connection refused"
+		log.Fatal(err) // e.g. "ratelimit: ... cannot connect to Redis: dial tcp ...: connection refused"
 	}
 	defer closeRedis()
 	addr := cmp.Or(os.Getenv("ADDR"), "127.0.0.1:8080")

@@ -77,7 +77,11 @@ func TestQuickStartNoRedis(t *testing.T) {
 	}
 	_, _, err = newAPI(context.Background(), "redis://127.0.0.1:"+strconv.Itoa(port)+"/0")
 	var be *ratelimit.BackendError
-	if !errors.As(err, &be) || !strings.HasPrefix(err.Error(), "ratelimit:") {
+	if !errors.As(err, &be) || !strings.HasPrefix(err.Error(), "ratelimit: backend ") {
 		t.Fatalf("newAPI with no Redis: %v, want a *ratelimit.BackendError", err)
+	}
+	// The message main's comment shows.
+	if !strings.Contains(err.Error(), " cannot connect to Redis: dial tcp ") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("newAPI with no Redis: %q, want it to say that the connection was refused", err)
 	}
 }
