@@ -149,11 +149,11 @@ func (r *report) shardsSection(w func(string, ...any)) {
 	w("  With pipelining on, one limiter keeps at most 2 round trips in flight, each carrying the calls queued meanwhile as\n")
 	w("  one script call per shard (per slot): so with n shards one round trip goes to min(n, masters) masters (go-redis\n")
 	w("  splits the pipeline per node) and ends with the last reply. The `shards-nopipe-*` cases turn pipelining off\n")
-	w("  (`WithPipelining(false)`): each call is one EVALSHA to its shard's master, on the client's per-node pool.\n")
+	w("  (`WithPipelining(false)`): each call is one script call (FCALL) to its shard's master, on the client's per-node pool.\n")
 	w("- Throughput cases (`shards-n<n>-m<masters>`): limit %s/s (burst the same), never reached, so every call is\n", thousands(rate))
 	w("  allowed and a denial would count as an error. Decisions/s, p50 and p99 as everywhere in this file; \"× 1 shard\" is\n")
 	w("  the median over rounds of the ratio to WithShards(1) on the same cluster at the same concurrency, in the same round.\n")
-	w("  Script calls: EVALSHA + EVAL from `INFO commandstats` of every master, after `CONFIG RESETSTAT`; \"masters used\"\n")
+	w("  Script calls: FCALL + EVALSHA + EVAL from `INFO commandstats` of every master, after `CONFIG RESETSTAT`; \"masters used\"\n")
 	w("  are those that ran any, with the busiest one's share. CPU busy: the masters' `used_cpu_sys + used_cpu_user` and this\n")
 	w("  process's (`getrusage`) over the cell, in cores.\n")
 	w("- Admission cases (`shards-admit-n<n>-m3`): limit %s/s with burst %s, which %d callers saturate. The identity's\n",

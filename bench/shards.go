@@ -38,7 +38,7 @@ type shardCase struct {
 	shards  int
 	admit   bool
 	// nopipe turns the library's pipelining off (WithPipelining(false)):
-	// each call its own EVALSHA to its shard's master, where a pipelined
+	// each call its own script call (FCALL) to its shard's master, where a pipelined
 	// round trip carries the queued calls of every shard at once.
 	nopipe bool
 	concs  []int // the concurrencies it runs at (those of -conc among them)
@@ -344,7 +344,7 @@ func runShardCell(ctx context.Context, drv *runner, g *clusterRig, sc shardCase,
 			t.Calls += v.Calls
 			t.Usec += v.Usec
 			total[name] = t
-			if name == "evalsha" || name == "eval" {
+			if isScriptCall(name) {
 				calls += v.Calls
 			}
 		}
@@ -378,6 +378,12 @@ func runShardCell(ctx context.Context, drv *runner, g *clusterRig, sc shardCase,
 		s.Admission = &abuseCheck{RedisSeconds: elapsed.Seconds(), Admitted: admitted, Bound: bound, Over: max(admitted-bound, 0)}
 	}
 	return s, nil
+}
+
+// isScriptCall reports whether a commandstats name is a script call: FCALL
+// (the library's decisions on Redis 7), EVALSHA or EVAL.
+func isScriptCall(name string) bool {
+	return name == "fcall" || name == "evalsha" || name == "eval"
 }
 
 // nodesCPU is each node's used_cpu_sys + used_cpu_user.

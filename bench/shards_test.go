@@ -122,3 +122,30 @@ func TestClusterStartStop(t *testing.T) {
 		}
 	}
 }
+
+// TestShardCellCountsScriptCalls: a short cell of WithShards(3) on 3
+// masters finds the library's script calls (FCALL on Redis 7) on all three,
+// so that the section's "masters used" column is measured, not zero.
+func TestShardCellCountsScriptCalls(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil && !requireRedis() {
+		t.Skip("redis-server not installed")
+	}
+	cfg := config{cases: regexp.MustCompile("^shards-n3-m3$"), concs: []int{16}, rounds: 1,
+		dur: 200 * time.Millisecond, warm: 50 * time.Millisecond, maxCalls: 1 << 20}
+	env := &environ{}
+	samples := map[cell][]sample{}
+	if err := runShards(context.Background(), cfg, selectShardCases(cfg), env, samples); err != nil {
+		t.Fatal(err)
+	}
+	if env.Shards != nil && env.Shards.Skipped != "" {
+		t.Skip(env.Shards.Skipped)
+	}
+	if len(samples) != 1 {
+		t.Fatalf("%d cells; want 1", len(samples))
+	}
+	for c, ss := range samples {
+		if s := ss[0]; s.MastersUsed != 3 || s.BusiestShare <= 0 || s.BusiestShare >= 0.9 {
+			t.Errorf("%v: masters used %d, busiest share %.2f; want 3 masters, none with nearly all script calls", c, s.MastersUsed, s.BusiestShare)
+		}
+	}
+}
