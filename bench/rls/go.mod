@@ -4,8 +4,6 @@ go 1.26.0
 
 replace github.com/distributed-rate-limiter/ratelimit-go => ../../
 
-tool github.com/gubernator-io/gubernator/v2/cmd/gubernator
-
 require (
 	github.com/distributed-rate-limiter/ratelimit-go v0.0.0-00010101000000-000000000000
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0

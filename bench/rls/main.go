@@ -9,8 +9,8 @@
 //	cd bench/rls && go run . -conc 16,64 -duration 10s
 //
 // It starts a redis-server of its own, builds and runs ratelimitd from
-// ../../cmd/ratelimitd and gubernator's own command (cmd/gubernator, the
-// version in go.mod). The limits are so high that nothing is ever denied, so
+// ../../cmd/ratelimitd and gubernator's own command (cmd/gubernator, from the
+// module in ./gubernator, at the versions gubernator's go.mod asks for). The limits are so high that nothing is ever denied, so
 // that every call does its full write path. It is a module of its own so that
 // gubernator's dependencies (Kubernetes and etcd clients among them) stay out
 // of bench/go.mod.
@@ -19,6 +19,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"flag"
 	"fmt"
@@ -109,7 +110,7 @@ func run() error {
 	defer conn.Close()
 	client := rlsv3.NewRateLimitServiceClient(conn)
 
-	guberAddr, stopGuber, err := startGubernator(tmp)
+	guberAddr, guberVer, stopGuber, err := startGubernator(tmp)
 	if err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func run() error {
 		}},
 	}
 	fmt.Printf("ratelimitd benchmark: %s/%s, %d CPUs, %s, redis-server on loopback, gubernator %s, %v per cell, %d clients\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), guberVersion(), *dur, *keys)
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), guberVer, *dur, *keys)
 	fmt.Println("| case | callers | decisions/s | p50 µs | p99 µs | errors |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	ctx := context.Background()
@@ -358,10 +359,12 @@ func startService(dir, redisAddr string) (string, func(), error) {
 	return m[1], stop, nil
 }
 
-// guberVersion is the gubernator module version this program is built with.
-func guberVersion() string {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range info.Deps {
+// guberVersion is the gubernator module version the binary at bin was built
+// with, read from the binary itself.
+func guberVersion(bin string) string {
+	if info, err := buildinfo.ReadFile(bin); err == nil {
+		// Built as a tool, gubernator's module is the binary's main module.
+		for _, m := range append([]*debug.Module{&info.Main}, info.Deps...) {
 			if m.Path == "github.com/gubernator-io/gubernator/v2" {
 				return m.Version
 			}
@@ -370,21 +373,23 @@ func guberVersion() string {
 	return "(unknown version)"
 }
 
-// startGubernator builds gubernator's own command (a tool in go.mod, so the
-// version is this module's) and runs it as one node: gRPC and HTTP on free
+// startGubernator builds gubernator's own command (a tool of the module in
+// ./gubernator, whose go.mod is gubernator's own choice of versions: built with
+// this module's newer OpenTelemetry it exits at start-up) and runs it as one node: gRPC and HTTP on free
 // loopback ports, member-list discovery on a third with no other members,
 // tracing off, logs at error.
-func startGubernator(dir string) (string, func(), error) {
+func startGubernator(dir string) (addr, version string, stop func(), err error) {
 	bin := filepath.Join(dir, "gubernator")
 	build := exec.Command("go", "build", "-o", bin, "github.com/gubernator-io/gubernator/v2/cmd/gubernator")
+	build.Dir = "gubernator"
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("building gubernator (run from bench/rls): %v\n%s", err, out)
+		return "", "", nil, fmt.Errorf("building gubernator (run from bench/rls): %v\n%s", err, out)
 	}
 	var ports [3]int
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
 		ports[i] = p
 	}
@@ -397,32 +402,66 @@ func startGubernator(dir string) (string, func(), error) {
 		"GUBER_PEER_DISCOVERY_TYPE=member-list",
 		"GUBER_MEMBERLIST_ADDRESS=127.0.0.1:"+strconv.Itoa(ports[2]),
 		"GUBER_MEMBERLIST_BIND_ADDRESS=127.0.0.1:"+strconv.Itoa(ports[2]),
+		"GUBER_MEMBERLIST_KNOWN_NODES=127.0.0.1:"+strconv.Itoa(ports[2]), // itself: a cluster of one
 		"GUBER_LOG_LEVEL=error",
 		"OTEL_TRACES_EXPORTER=none",
 	)
-	var stderr strings.Builder
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop = func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		<-exited
+	}
 	c, err := guber.DialV1Server(grpcAddr, nil)
 	if err != nil {
 		stop()
-		return "", nil, err
+		return "", "", nil, err
 	}
-	// Ready when it answers healthy with itself as its one peer.
-	for i := 0; ; i++ {
+	// Ready when it answers healthy with itself as its one peer; given up on
+	// at once if the process ends, and after 30 s if it never gets there.
+	deadline := time.Now().Add(30 * time.Second)
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		h, err := c.HealthCheck(ctx, &guber.HealthCheckReq{})
 		cancel()
 		if err == nil && h.GetStatus() == "healthy" && h.GetPeerCount() >= 1 {
-			return grpcAddr, stop, nil
+			return grpcAddr, guberVersion(bin), stop, nil
 		}
-		if i == 300 {
+		if time.Now().After(deadline) {
 			stop()
-			return "", nil, fmt.Errorf("gubernator not healthy within 30s (last: %v, %v)\n%s", h, err, stderr.String())
+			return "", "", nil, fmt.Errorf("gubernator not healthy within 30s (last: %v, %v)\n%s", h, err, stderr.String())
 		}
-		time.Sleep(100 * time.Millisecond) // polling: gubernator starts on its own time
+		select {
+		case werr := <-exited:
+			exited <- werr // for stop, should anyone call it
+			return "", "", nil, fmt.Errorf("gubernator exited at start-up (%v)\n%s", werr, stderr.String())
+		case <-poll.C: // gubernator starts on its own time; there is no readiness signal but polling
+		}
 	}
+}
+
+// syncBuffer is a strings.Builder safe to write from exec's copying goroutine
+// while the caller reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
