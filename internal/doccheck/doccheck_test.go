@@ -404,3 +404,65 @@ func TestHeadlineIsTheBenchmarks(t *testing.T) {
 		}
 	}
 }
+
+// TestShardFiguresAreTheBenchmarks: every figure docs/performance.md quotes
+// from the sharded-buckets benchmark (its paragraph that begins "Throughput,
+// measured by") is in BENCHMARKS.md's section on them, so that a new run with
+// other figures fails here until the paragraph is rewritten from it.
+func TestShardFiguresAreTheBenchmarks(t *testing.T) {
+	dir := root(t)
+	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
+	start := strings.Index(bench, "## Hot keys on Redis Cluster")
+	if start < 0 {
+		t.Fatal("BENCHMARKS.md has no Hot keys on Redis Cluster section")
+	}
+	section := bench[start:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	perf := read(t, filepath.Join(dir, "docs", "performance.md"))
+	p := strings.Index(perf, "Throughput, measured by")
+	if p < 0 {
+		t.Fatal("docs/performance.md has no paragraph beginning \"Throughput, measured by\"")
+	}
+	para := perf[p:]
+	if end := strings.Index(para, "\n\n"); end >= 0 {
+		para = para[:end]
+	}
+	quotesOnly(t, para, section, "BENCHMARKS.md's sharded-buckets section")
+}
+
+// TestLoneCallerFiguresAreTheBenchmarks: the same for the paragraph of
+// docs/performance.md on what a lone caller pays, against all of
+// BENCHMARKS.md.
+func TestLoneCallerFiguresAreTheBenchmarks(t *testing.T) {
+	dir := root(t)
+	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
+	perf := read(t, filepath.Join(dir, "docs", "performance.md"))
+	p := strings.Index(perf, "A lone caller pays for")
+	if p < 0 {
+		t.Fatal("docs/performance.md has no paragraph beginning \"A lone caller pays for\"")
+	}
+	para := perf[p:]
+	if end := strings.Index(para, "\n\n"); end >= 0 {
+		para = para[:end]
+	}
+	quotesOnly(t, para, bench, "BENCHMARKS.md")
+}
+
+// quotesOnly fails t for each figure in para that source lacks. Figures are
+// numbers with a thousands comma, a decimal point or a × sign: counts like
+// "3 masters" or "64 callers" are the setup, not results.
+func quotesOnly(t *testing.T, para, source, sourceName string) {
+	t.Helper()
+	figure := regexp.MustCompile(`\d{1,3}(,\d{3})+(/s)?|\d+\.\d+( µs|×)?`)
+	found := figure.FindAllString(para, -1)
+	if len(found) < 3 {
+		t.Fatalf("the paragraph quotes %d figures (%q); the pattern or the paragraph changed", len(found), found)
+	}
+	for _, f := range found {
+		if !strings.Contains(source, f) {
+			t.Errorf("docs/performance.md quotes %q, which %s does not have", f, sourceName)
+		}
+	}
+}
