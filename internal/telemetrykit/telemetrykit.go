@@ -6,6 +6,7 @@
 package telemetrykit
 
 import (
+	"iter"
 	"sync"
 	"sync/atomic"
 
@@ -62,6 +63,22 @@ func (c *COWMap[K, V]) LoadOrBuild(k K, build func() V) V {
 	next[k] = v
 	c.m.Store(&next)
 	return v
+}
+
+// All yields every key and value stored so far, from one snapshot: a value
+// stored meanwhile may be missed, never half seen.
+func (c *COWMap[K, V]) All() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		m := c.m.Load()
+		if m == nil {
+			return
+		}
+		for k, v := range *m {
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 // maxCached bounds the reasons and error types whose values are kept; a

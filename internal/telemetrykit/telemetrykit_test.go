@@ -56,3 +56,32 @@ func TestByOutcome(t *testing.T) {
 		t.Fatal("ByErrorType did not keep its first value")
 	}
 }
+
+// TestCOWMapAll: All yields every stored pair once, and stops when asked.
+func TestCOWMapAll(t *testing.T) {
+	var m COWMap[string, int]
+	for range m.All() {
+		t.Fatal("an empty map yielded a pair")
+	}
+	for i, k := range []string{"a", "b", "c"} {
+		m.LoadOrBuild(k, func() int { return i })
+	}
+	got := map[string]int{}
+	for k, v := range m.All() {
+		if _, dup := got[k]; dup {
+			t.Fatalf("%q yielded twice", k)
+		}
+		got[k] = v
+	}
+	if len(got) != 3 || got["a"] != 0 || got["b"] != 1 || got["c"] != 2 {
+		t.Fatalf("All yielded %v", got)
+	}
+	n := 0
+	for range m.All() {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatalf("%d pairs after break, want 1", n)
+	}
+}

@@ -57,8 +57,8 @@
 //
 // # Metrics
 //
-//	ratelimit.decisions         Int64Counter, {decision}: namespace, algorithm, decision, reason
-//	ratelimit.cost              Int64Counter, {token}: the same attributes
+//	ratelimit.decisions         Int64ObservableCounter, {decision}: namespace, algorithm, decision, reason
+//	ratelimit.cost              Int64ObservableCounter, {token}: the same attributes
 //	ratelimit.backend.duration  Float64Histogram, s: namespace, algorithm,
 //	                            db.system.name, and error.type when Redis failed
 //	ratelimit.circuit.open      Int64Gauge, 1: namespace, algorithm
@@ -76,6 +76,17 @@
 // back to ratelimit.cost.refunded and a "ratelimit.refund" event to the
 // span of the call that made them. The histogram's advised bucket
 // boundaries are sub-millisecond, like those of the prom package.
+//
+// The decision and cost counters are observable: the Subscriber counts with
+// atomic adds and the MeterProvider reads the counts when it collects,
+// because a synchronous counter's Add costs the SDK a pass over the
+// attribute set on every call (a decision's metrics cost about 300 ns so,
+// against about 730 ns with two synchronous counters: BenchmarkOnDecision,
+// metrics-only). They export as any counter does (cumulative or delta
+// sums, those of several Subscribers on one MeterProvider added up), but
+// carry no exemplars; the duration histogram, synchronous, does. A
+// Subscriber no limiter holds any more is garbage collected, and its counts
+// leave the MeterProvider with it.
 //
 // # Providers
 //
