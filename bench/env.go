@@ -86,11 +86,11 @@ func environment(ctx context.Context, admin *redis.Client) (*environ, error) {
 	}
 	if out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		e.Commit = strings.TrimSpace(string(out))
-		if out, err := exec.Command("git", "-C", "..", "log", "-1", "--format=%h", "--", "ratelimit", "lua", "go.mod", "go.sum").Output(); err == nil {
+		if out, err := exec.Command("git", "-C", "..", "log", "-1", "--format=%h", "--", "ratelimit", "lua", "telemetry", "internal", "go.mod", "go.sum").Output(); err == nil {
 			e.CoreCommit = strings.TrimSpace(string(out))
 		}
 		// Changes to the code measured (not to the report files) are noted.
-		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "bench", ":!bench/BENCHMARKS.md", ":!bench/SHARDS-SECTION.md").Output()
+		st, _ := exec.Command("git", "-C", "..", "status", "--porcelain", "--", "ratelimit", "lua", "telemetry", "internal", "bench", ":!bench/BENCHMARKS.md", ":!bench/SHARDS-SECTION.md").Output()
 		if len(strings.TrimSpace(string(st))) > 0 {
 			e.Commit += " + uncommitted changes"
 		}

@@ -180,7 +180,7 @@ func (r *report) markdown() string {
 		w("| Commit | %s |\n", e.Commit)
 	}
 	if e.CoreCommit != "" {
-		w("| Library and scripts as of | %s (the last commit that changed `ratelimit/`, `lua/` or `go.mod`) |\n", e.CoreCommit)
+		w("| Library and scripts as of | %s (the last commit that changed `ratelimit/`, `lua/`, `telemetry/`, `internal/` or `go.mod`) |\n", e.CoreCommit)
 	}
 	w("| Load average (1, 5, 15 min) | before: %s; after: %s |\n", e.LoadBefore, e.LoadAfter)
 	w("| CPU used by other processes during the run | %.2f of %d cores on average (the benchmark and its Redis excluded) |\n", e.OtherCPU, e.CPUs)
