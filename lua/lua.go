@@ -15,7 +15,7 @@
 // decisions of the four counting algorithms), Multi (prelude.lua,
 // algorithms.lua, multi.lua: all or nothing over several quotas) and
 // Concurrency (prelude.lua, concurrency.lua: leases). Library is Decide
-// as a Redis Functions library (Redis 7 and Valkey): the same text, whose
+// as a Redis Functions library (Redis 7 or later): the same text, whose
 // top level Redis runs once at FUNCTION LOAD rather than on every call.
 package lua
 
@@ -94,7 +94,7 @@ func init() {
 }
 
 // Library returns the source of a Redis Functions library (Redis 7.0 or
-// later, or Valkey) for FUNCTION LOAD: the decision script of Decide, whose
+// later) for FUNCTION LOAD: the decision script of Decide, whose
 // function DecideFunction takes the same keys and arguments and gives the
 // same reply, run with FCALL. The library's name and its function's carry
 // a version, the first 12 hex digits of the SHA-1 of its text, so that

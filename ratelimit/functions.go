@@ -11,7 +11,7 @@ import (
 )
 
 // Decisions go to Redis as FCALL of the functions library (lua.Library,
-// Redis 7 and Valkey), not as EVALSHA of decide.lua: Redis runs a script's
+// Redis 7 or later), not as EVALSHA of decide.lua: Redis runs a script's
 // whole text on every call, remaking all its closures and tables, where a
 // library's text runs once, at FUNCTION LOAD, and a call runs only the
 // function (callgrind, redis-server 7.0, a lone token-bucket Allow: about
