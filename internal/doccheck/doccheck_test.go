@@ -430,6 +430,15 @@ func TestShardFiguresAreTheBenchmarks(t *testing.T) {
 		para = para[:end]
 	}
 	quotesOnly(t, para, section, "BENCHMARKS.md's sharded-buckets section")
+	// docs/algorithms.md quotes the ratio too.
+	alg := read(t, filepath.Join(dir, "docs", "algorithms.md"))
+	ratio := regexp.MustCompile(`3 shards made a hot\s+identity (\d+\.\d+×) as fast as 1`).FindStringSubmatch(alg)
+	if ratio == nil {
+		t.Fatal("docs/algorithms.md no longer says what 3 shards made of a hot identity; update this test with it")
+	}
+	if !strings.Contains(para, ratio[1]) {
+		t.Errorf("docs/algorithms.md quotes %s for 3 shards, docs/performance.md (from BENCHMARKS.md) does not", ratio[1])
+	}
 }
 
 // TestLoneCallerFiguresAreTheBenchmarks: the same for the paragraph of

@@ -73,6 +73,25 @@ func TestCountsOfTwoSubscribersAdd(t *testing.T) {
 	runtime.KeepAlive(b)
 }
 
+// TestCountsOfTwoServersAdd: the metric attributes leave the server out, so
+// one namespace on two Redis servers (two series of one Subscriber) is one
+// sum, as with a synchronous counter.
+func TestCountsOfTwoServersAdd(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	s := NewSubscriber(WithMeterProvider(mp))
+	for i, addr := range []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.2:6379"} {
+		s.OnDecision(context.Background(), ratelimit.Event{Namespace: "api", Cost: int64(i + 1), ServerAddr: addr,
+			Result: ratelimit.Result{Allowed: true}})
+	}
+	decisions, cost, _ := decisionCounts(t, reader)
+	if decisions["api"] != 3 || cost["api"] != 6 {
+		t.Fatalf("decisions %v cost %v, want 3 and 6", decisions, cost)
+	}
+	runtime.KeepAlive(s)
+}
+
 // TestCountsDeltaTemporality: with a reader that asks for deltas, each
 // collection reports what was counted since the previous one.
 func TestCountsDeltaTemporality(t *testing.T) {
