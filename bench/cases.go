@@ -89,7 +89,7 @@ var telemetrySubscribers = []subscriberCtor{
 		}},
 	{"otel: telemetry/otel.NewSubscriber on an always-sampling SDK TracerProvider (spans batched to a discarding exporter) " +
 		"and an SDK MeterProvider with a manual reader; the callers' contexts hold no span, so it records metrics and makes no span " +
-		"(the cost of a child span per decision is in README, \"The cost of observability\")",
+		"(the cost of a child span per decision is in docs/telemetry.md, measured by internal/obsbench)",
 		func() (ratelimit.Subscriber, func(), error) {
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discardSpans{}))
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))

@@ -82,11 +82,15 @@
 // because a synchronous counter's Add costs the SDK a pass over the
 // attribute set on every call (a decision's metrics cost about 300 ns so,
 // against about 730 ns with two synchronous counters: BenchmarkOnDecision,
-// metrics-only). They export as any counter does (cumulative or delta
-// sums, those of several Subscribers on one MeterProvider added up), but
-// carry no exemplars; the duration histogram, synchronous, does. A
-// Subscriber no limiter holds any more is garbage collected, and its counts
-// leave the MeterProvider with it.
+// metrics-only). They export as any counter does: cumulative or delta sums,
+// those of several Subscribers on one MeterProvider added up, and a
+// Subscriber's counts kept by the MeterProvider after the Subscriber is
+// dropped, so that a sum never goes back. That is also why each Subscriber
+// holds a little memory (its series) for the MeterProvider's life: make one
+// per program and subscribe it to every limiter, not one per limiter made
+// at run time. A Subscriber counts from when it is made, also before
+// otel.SetMeterProvider is called. The counters carry no exemplars; the
+// duration histogram, synchronous, does.
 //
 // # Providers
 //
@@ -98,10 +102,10 @@
 // # Cost
 //
 // Attribute sets and measurement options are computed once per namespace,
-// algorithm, server and outcome. A decision without a span costs the three
-// metric measurements and no allocation. A sampled span costs what the SDK
-// spends on a span (about 14 allocations, 3 KB, and with the batch span
-// processor a hand-off to its goroutine per span, which dominates on a small
-// machine); an event costs about 5 allocations and 1 KB. The README's
-// "Measured" section has the numbers on real Redis.
+// algorithm, server and outcome. A decision without a span costs two
+// atomic adds, one histogram measurement and no allocation. A sampled span
+// costs what the SDK spends on a span (about 14 allocations, 3 KB, and with
+// the batch span processor a hand-off to its goroutine per span, which
+// dominates on a small machine); an event costs about 5 allocations and
+// 1 KB. docs/telemetry.md has the numbers on real Redis.
 package otel

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
@@ -166,12 +165,12 @@ type Subscriber struct {
 	refunded metric.Int64Counter
 
 	// The decision and cost counts live in st, which the meter's callback
-	// reads at collection, so that the callback does not keep the
-	// Subscriber itself reachable (see NewSubscriber).
+	// reads at collection (see NewSubscriber).
 	st *state
 }
 
-// state is what the observable counters' callback reads.
+// state is what the observable counters' callback reads: the counts, and
+// the series they are kept by, nothing else of the Subscriber.
 type state struct {
 	series telemetrykit.COWMap[seriesKey, *series]
 }
@@ -211,14 +210,12 @@ func NewSubscriber(opts ...Option) *Subscriber {
 	cost, err := meter.Int64ObservableCounter(CostMetric, metric.WithUnit("{token}"),
 		metric.WithDescription("Cost units (tokens) asked for in rate-limit decisions, by decision and reason: the cost granted is the allowed part."))
 	handle(err)
-	reg, err := meter.RegisterCallback(s.st.observe(decisions, cost), decisions, cost)
+	// Never unregistered: the counts stay with the MeterProvider, as a
+	// synchronous counter's sums do, so that a Subscriber dropped with its
+	// limiters (a reload, a short job before the last export) takes nothing
+	// back from a monotonic sum. What stays is st alone.
+	_, err = meter.RegisterCallback(s.st.observe(decisions, cost), decisions, cost)
 	handle(err)
-	if reg != nil {
-		// The callback holds st, not s: once no limiter can publish to s,
-		// s is collected and its callback unregistered, rather than kept
-		// by the meter provider for the life of the program.
-		runtime.AddCleanup(s, func(r metric.Registration) { _ = r.Unregister() }, reg)
-	}
 	s.duration, err = meter.Float64Histogram(DurationMetric, metric.WithUnit("s"),
 		metric.WithDescription("Duration of the Redis round trip of a rate-limit decision, failed ones included."),
 		metric.WithExplicitBucketBoundaries(telemetrykit.DurationBuckets...))
