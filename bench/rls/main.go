@@ -9,9 +9,10 @@
 //	cd bench/rls && go run . -conc 16,64 -duration 10s
 //
 // It starts a redis-server of its own, builds and runs ratelimitd from
-// ../../cmd/ratelimitd and gubernator's own command (cmd/gubernator, from the
-// module in ./gubernator, at the versions gubernator's go.mod asks for). The limits are so high that nothing is ever denied, so
-// that every call does its full write path. It is a module of its own so that
+// ../../cmd/ratelimitd and gubernator's own command (cmd/gubernator, from
+// the module in ./gubernator, at the versions gubernator's go.mod asks
+// for). The limits are so high that nothing is ever denied, so that every
+// call does its full write path. It is a module of its own so that
 // gubernator's dependencies (Kubernetes and etcd clients among them) stay out
 // of bench/go.mod.
 package main
@@ -374,10 +375,11 @@ func guberVersion(bin string) string {
 }
 
 // startGubernator builds gubernator's own command (a tool of the module in
-// ./gubernator, whose go.mod is gubernator's own choice of versions: built with
-// this module's newer OpenTelemetry it exits at start-up) and runs it as one node: gRPC and HTTP on free
-// loopback ports, member-list discovery on a third with no other members,
-// tracing off, logs at error.
+// ./gubernator, whose go.mod is gubernator's own choice of versions: built
+// with this module's newer OpenTelemetry it exits at start-up) and runs it
+// as one node: gRPC and HTTP on free loopback ports, member-list discovery
+// on a third with itself as its only known node, tracing off, logs at
+// error.
 func startGubernator(dir string) (addr, version string, stop func(), err error) {
 	bin := filepath.Join(dir, "gubernator")
 	build := exec.Command("go", "build", "-o", bin, "github.com/gubernator-io/gubernator/v2/cmd/gubernator")
