@@ -377,15 +377,7 @@ func TestCIRunsTheTestCommand(t *testing.T) {
 // one run; a new run that changes them fails here until they are copied.
 func TestHeadlineIsTheBenchmarks(t *testing.T) {
 	dir := root(t)
-	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
-	start := strings.Index(bench, "## Headline figures")
-	if start < 0 {
-		t.Fatal("BENCHMARKS.md has no Headline figures section")
-	}
-	section := bench[start:]
-	if end := strings.Index(section[1:], "\n## "); end >= 0 {
-		section = section[:end+1]
-	}
+	section := mdSection(t, read(t, filepath.Join(dir, "BENCHMARKS.md")), "BENCHMARKS.md", "## Headline figures")
 	var bullets []string
 	for _, line := range strings.Split(section, "\n") {
 		if strings.HasPrefix(line, "- ") {
@@ -411,24 +403,8 @@ func TestHeadlineIsTheBenchmarks(t *testing.T) {
 // other figures fails here until the paragraph is rewritten from it.
 func TestShardFiguresAreTheBenchmarks(t *testing.T) {
 	dir := root(t)
-	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
-	start := strings.Index(bench, "## Hot keys on Redis Cluster")
-	if start < 0 {
-		t.Fatal("BENCHMARKS.md has no Hot keys on Redis Cluster section")
-	}
-	section := bench[start:]
-	if end := strings.Index(section[1:], "\n## "); end >= 0 {
-		section = section[:end+1]
-	}
-	perf := read(t, filepath.Join(dir, "docs", "performance.md"))
-	p := strings.Index(perf, "Throughput, measured by")
-	if p < 0 {
-		t.Fatal("docs/performance.md has no paragraph beginning \"Throughput, measured by\"")
-	}
-	para := perf[p:]
-	if end := strings.Index(para, "\n\n"); end >= 0 {
-		para = para[:end]
-	}
+	section := mdSection(t, read(t, filepath.Join(dir, "BENCHMARKS.md")), "BENCHMARKS.md", "## Hot keys on Redis Cluster")
+	para := paragraph(t, read(t, filepath.Join(dir, "docs", "performance.md")), "docs/performance.md", "Throughput, measured by")
 	quotesOnly(t, para, section, "BENCHMARKS.md's sharded-buckets section")
 	// docs/algorithms.md quotes the ratio too.
 	alg := read(t, filepath.Join(dir, "docs", "algorithms.md"))
@@ -447,15 +423,7 @@ func TestShardFiguresAreTheBenchmarks(t *testing.T) {
 func TestLoneCallerFiguresAreTheBenchmarks(t *testing.T) {
 	dir := root(t)
 	bench := read(t, filepath.Join(dir, "BENCHMARKS.md"))
-	perf := read(t, filepath.Join(dir, "docs", "performance.md"))
-	p := strings.Index(perf, "A lone caller pays for")
-	if p < 0 {
-		t.Fatal("docs/performance.md has no paragraph beginning \"A lone caller pays for\"")
-	}
-	para := perf[p:]
-	if end := strings.Index(para, "\n\n"); end >= 0 {
-		para = para[:end]
-	}
+	para := paragraph(t, read(t, filepath.Join(dir, "docs", "performance.md")), "docs/performance.md", "A lone caller pays for")
 	quotesOnly(t, para, bench, "BENCHMARKS.md")
 }
 
@@ -474,4 +442,34 @@ func quotesOnly(t *testing.T, para, source, sourceName string) {
 			t.Errorf("docs/performance.md quotes %q, which %s does not have", f, sourceName)
 		}
 	}
+}
+
+// mdSection returns the section of text (named name) that begins with the
+// heading line prefix heading, up to the next "## " heading.
+func mdSection(t *testing.T, text, name, heading string) string {
+	t.Helper()
+	start := strings.Index(text, heading)
+	if start < 0 {
+		t.Fatalf("%s has no section %q", name, heading)
+	}
+	section := text[start:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	return section
+}
+
+// paragraph returns the paragraph of text (named name) that begins with
+// begin, up to the next blank line.
+func paragraph(t *testing.T, text, name, begin string) string {
+	t.Helper()
+	p := strings.Index(text, begin)
+	if p < 0 {
+		t.Fatalf("%s has no paragraph beginning %q", name, begin)
+	}
+	para := text[p:]
+	if end := strings.Index(para, "\n\n"); end >= 0 {
+		para = para[:end]
+	}
+	return para
 }
