@@ -73,3 +73,26 @@ func TestQuantile(t *testing.T) {
 		t.Errorf("median of 4, 6, 9 = %g; want 6", got)
 	}
 }
+
+// TestVerdictDigits: a ratio that two decimals would round onto the other
+// side of its target gets a third, so that "0.90" never stands beside
+// "missed" for a target of 0.90.
+func TestVerdictDigits(t *testing.T) {
+	atLeast := func(x float64) bool { return x >= 0.90 }
+	atMost := func(x float64) bool { return x <= 1.1 }
+	for _, c := range []struct {
+		x    float64
+		ok   func(float64) bool
+		want string
+	}{
+		{0.8996, atLeast, "0.900"}, // rounds up onto the target: missed, so three digits
+		{0.8949, atLeast, "0.89"},
+		{0.93, atLeast, "0.93"},
+		{1.1004, atMost, "1.100"}, // rounds down onto the target: missed
+		{1.07, atMost, "1.07"},
+	} {
+		if got := verdictDigits(c.x, c.ok); got != c.want {
+			t.Errorf("verdictDigits(%v) = %q, want %q", c.x, got, c.want)
+		}
+	}
+}

@@ -106,7 +106,7 @@ func (r *report) shardTargets() []target {
 				met: over == 0},
 			true)
 		one(what+fmt.Sprintf(" ≥ %.0f%% of that bound in every round", 100*wantAdmitShare),
-			measure{text: fmt.Sprintf("lowest round %s, median %s/%s (%s)", pct(lo),
+			measure{text: fmt.Sprintf("lowest round %s; medians of admitted and of the bound %s/%s (%s)", pct(lo),
 				thousands(float64(s.Admission.Admitted)), thousands(float64(s.Admission.Bound)), pct(float64(s.Admission.Admitted)/float64(s.Admission.Bound))),
 				met: lo >= wantAdmitShare},
 			true)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -64,7 +65,7 @@ func (r *report) targets() []target {
 				return measure{}, false
 			}
 			return measure{
-				text: fmt.Sprintf("%.2f× (middle half of rounds %.2f–%.2f; medians %s vs %s)", q[1], q[0], q[2], unit(f(a.asSample())), unit(f(b.asSample()))),
+				text: fmt.Sprintf("%s× (middle half of rounds %.2f–%.2f; medians %s vs %s)", verdictDigits(q[1], ok), q[0], q[2], unit(f(a.asSample())), unit(f(b.asSample()))),
 				met:  ok(q[1]),
 			}, true
 		}
@@ -282,7 +283,7 @@ func (r *report) headline() []string {
 				"%.2f× `WithShards(1)`, with the client and all three masters on the same %d CPUs", thousands(n3.PerSec), x, r.env.CPUs)
 			if rounds := r.admissionRounds(admitName(3, 3), 64); len(rounds) > 0 {
 				lo, _, _, over := admissionSpread(rounds)
-				line += fmt.Sprintf("; under saturating load it admitted %s of burst + rate × elapsed (lowest round %s), above it in %d of %d rounds",
+				line += fmt.Sprintf("; under saturating load it admitted %s of burst + rate × elapsed (median of the rounds' shares; lowest round %s), above it in %d of %d rounds",
 					pct(medianOf(rounds, admitShare)), pct(lo), over, len(rounds))
 			}
 			out = append(out, line+".")
@@ -304,4 +305,14 @@ func joinInts(v []int, sep string) string {
 		s[i] = fmt.Sprint(n)
 	}
 	return strings.Join(s, sep)
+}
+
+// verdictDigits formats x with two decimals, or three when two would round
+// it across the target (0.899 shown as "0.90" beside "missed").
+func verdictDigits(x float64, ok func(float64) bool) string {
+	two := fmt.Sprintf("%.2f", x)
+	if v, err := strconv.ParseFloat(two, 64); err == nil && ok(v) != ok(x) {
+		return fmt.Sprintf("%.3f", x)
+	}
+	return two
 }
