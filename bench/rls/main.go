@@ -408,7 +408,9 @@ func startGubernator(dir string) (addr, version string, stop func(), err error) 
 		"GUBER_LOG_LEVEL=error",
 		"OTEL_TRACES_EXPORTER=none",
 	)
-	var stderr syncBuffer
+	// Read only once Wait has returned (stop, or the exited case), when
+	// exec's copying goroutine is done with it.
+	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return "", "", nil, err
@@ -447,23 +449,4 @@ func startGubernator(dir string) (addr, version string, stop func(), err error) 
 		case <-poll.C: // gubernator starts on its own time; there is no readiness signal but polling
 		}
 	}
-}
-
-// syncBuffer is a strings.Builder safe to write from exec's copying goroutine
-// while the caller reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -448,28 +448,27 @@ func quotesOnly(t *testing.T, para, source, sourceName string) {
 // heading line prefix heading, up to the next "## " heading.
 func mdSection(t *testing.T, text, name, heading string) string {
 	t.Helper()
-	start := strings.Index(text, heading)
-	if start < 0 {
-		t.Fatalf("%s has no section %q", name, heading)
-	}
-	section := text[start:]
-	if end := strings.Index(section[1:], "\n## "); end >= 0 {
-		section = section[:end+1]
-	}
-	return section
+	return excerpt(t, text, name, heading, "\n## ")
 }
 
 // paragraph returns the paragraph of text (named name) that begins with
 // begin, up to the next blank line.
 func paragraph(t *testing.T, text, name, begin string) string {
 	t.Helper()
+	return excerpt(t, text, name, begin, "\n\n")
+}
+
+// excerpt returns text from the first begin up to the next end after it
+// (or to the end of text), and fails t when text has no begin.
+func excerpt(t *testing.T, text, name, begin, end string) string {
+	t.Helper()
 	p := strings.Index(text, begin)
 	if p < 0 {
-		t.Fatalf("%s has no paragraph beginning %q", name, begin)
+		t.Fatalf("%s has no %q", name, begin)
 	}
-	para := text[p:]
-	if end := strings.Index(para, "\n\n"); end >= 0 {
-		para = para[:end]
+	out := text[p:]
+	if e := strings.Index(out[len(begin):], end); e >= 0 {
+		out = out[:len(begin)+e]
 	}
-	return para
+	return out
 }
